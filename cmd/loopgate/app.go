@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/loopgate/loopgate/engine"
+	"github.com/loopgate/loopgate/engine/facerec"
+	"github.com/loopgate/loopgate/engine/gallery"
+	"github.com/loopgate/loopgate/engine/vision"
+	"github.com/loopgate/loopgate/enroll"
+)
+
+// app is the wired engine: models loaded, database open and migrated.
+type app struct {
+	recognizer *facerec.Recognizer
+	gallery    *gallery.Gallery
+	identifier *engine.Identifier
+	enroller   *enroll.Service
+	loadModels time.Duration
+	openDB     time.Duration
+}
+
+func openApp(ctx context.Context, cfg Config) (*app, error) {
+	a := &app{}
+	start := time.Now()
+	g, applied, err := gallery.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(is the database running? `make db` starts the project-local cluster)", err)
+	}
+	a.openDB = time.Since(start)
+	a.gallery = g
+	for _, m := range applied {
+		slog.Info("applied migration", "version", m.Version, "name", m.Name)
+	}
+	start = time.Now()
+	rec, err := facerec.New(facerec.Config{ModelDir: cfg.ModelDir, Detector: cfg.Detector})
+	if err != nil {
+		g.Close()
+		return nil, fmt.Errorf("%w\n(`loopgate models fetch` fills the model directory)", err)
+	}
+	a.loadModels = time.Since(start)
+	a.recognizer = rec
+	decoder := vision.NewDecoder(engine.DefaultImageLimits)
+	a.identifier = &engine.Identifier{
+		Decoder: decoder, Embedder: rec, Searcher: g,
+		Model: rec.ModelTag(), Threshold: cfg.Threshold,
+	}
+	a.enroller = &enroll.Service{Decoder: decoder, Embedder: rec, Store: g, Model: rec.ModelTag()}
+	return a, nil
+}
+
+func (a *app) Close() {
+	a.recognizer.Close()
+	a.gallery.Close()
+}

@@ -1,0 +1,84 @@
+// Command loopgate is the contactless clearance engine's single binary.
+//
+//	loopgate migrate                      apply database migrations
+//	loopgate models fetch|verify          fill or check the model directory
+//	loopgate enroll --id ID --name NAME photo.jpg...
+//	loopgate identify photo.jpg...
+//	loopgate demo                         enrol and identify people from ../shared
+//	loopgate stats                        count enrolled people and templates
+//
+// Configuration comes from LOOPGATE_* environment variables (see config.go)
+// and each subcommand's flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, cfg Config, args []string) error
+}
+
+var commands = []command{
+	{"migrate", "apply database migrations (also done by every command that uses the database)", runMigrate},
+	{"models", "models fetch [--mirror DIR] [--no-download] | models verify", runModels},
+	{"enroll", "enroll --id ID --name NAME [--store-good] PHOTO...", runEnroll},
+	{"identify", "identify PHOTO...: best match per face, or no match", runIdentify},
+	{"demo", "enrol people from the shared data set and identify probes, with timings", runDemo},
+	{"stats", "count enrolled people and templates", runStats},
+}
+
+// errUsage marks a command-line mistake: the message says what was wrong.
+var errUsage = errors.New("usage")
+
+func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := LoadConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loopgate:", err)
+		os.Exit(2)
+	}
+	for _, c := range commands {
+		if c.name == os.Args[1] {
+			err := c.run(ctx, cfg, os.Args[2:])
+			switch {
+			case err == nil:
+				return
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(os.Stderr, "loopgate %s: %v\n", c.name, err)
+				os.Exit(2)
+			default:
+				fmt.Fprintf(os.Stderr, "loopgate %s: %v\n", c.name, err)
+				os.Exit(1)
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "loopgate: unknown command %q\n", os.Args[1])
+	usage()
+	os.Exit(2)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: loopgate COMMAND [flags] [args]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(os.Stderr, "\nenvironment:")
+	for _, e := range envVars {
+		fmt.Fprintf(os.Stderr, "  %-26s %s\n", e.name, e.help)
+	}
+}

@@ -1,0 +1,14 @@
+package engine
+
+import "errors"
+
+// Sentinel errors for input that cannot be used. Callers test them with
+// errors.Is; the wrapping error says which file and why.
+var (
+	ErrImageTooLarge     = errors.New("image too large")
+	ErrUnsupportedFormat = errors.New("unsupported image format")
+	ErrUndecodable       = errors.New("image cannot be decoded")
+	ErrNoFace            = errors.New("no face found")
+	ErrMultipleFaces     = errors.New("more than one face found")
+	ErrFaceTooSmall      = errors.New("face too small")
+)
