@@ -56,6 +56,7 @@ ensure_owner() {
     rmdir "$base" 2>/dev/null || true
     ln -sfn "$outside" "$base"
   fi
+  mkdir -p "$base/"
   if ! runuser -u "$os_user" -- test -x "$base/" 2>/dev/null; then
     echo "localdb: user $os_user cannot reach $base (a parent directory is not searchable)." >&2
     echo "localdb: set LOOPGATE_PG_DIR to a directory it can reach, or LOOPGATE_DATABASE_URL to another PostgreSQL." >&2
