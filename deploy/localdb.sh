@@ -16,15 +16,21 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 PORT=${LOOPGATE_PG_PORT:-55432}
 base=${LOOPGATE_PG_DIR:-$root/.loopgate/pg}
-data=$base/data
-run=$base/run
-log=$base/server.log
+set_paths() {
+  # The server user may not be able to follow a link inside the checkout, so
+  # it is always given resolved paths.
+  if [ -L "$base" ]; then base=$(readlink -f "$base"); fi
+  data=$base/data
+  run=$base/run
+  log=$base/server.log
+}
+set_paths
 dbuser=loopgate
 os_user=loopgate-pg
 
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u "$os_user" -- "$@"
+    (cd / && runuser -u "$os_user" -- "$@")
   else
     "$@"
   fi
@@ -55,6 +61,7 @@ ensure_owner() {
     mkdir -p "$outside"
     rmdir "$base" 2>/dev/null || true
     ln -sfn "$outside" "$base"
+    set_paths
   fi
   mkdir -p "$base/"
   if ! runuser -u "$os_user" -- test -x "$base/" 2>/dev/null; then
