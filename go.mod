@@ -7,7 +7,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/pgvector/pgvector-go v0.3.0
 	github.com/prometheus/client_golang v1.25.0
-	gocv.io/x/gocv v0.31.0
+	gocv.io/x/gocv v0.32.0
 	golang.org/x/image v0.47.0
 )
 

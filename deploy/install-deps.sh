@@ -9,7 +9,7 @@ packages=(
   libdlib-dev libdlib-data            # go-face's C++ side; libdlib-data ships the 68-point landmark model
   libatlas-base-dev libblas-dev liblapack-dev  # go-face links -lblas -lcblas -llapack; only ATLAS provides libcblas
   libjpeg62-turbo-dev                 # go-face decodes JPEG itself
-  libopencv-dev                       # gocv v0.31.0 targets OpenCV 4.6 (bookworm)
+  libopencv-dev                       # OpenCV 4.6 (bookworm): gocv v0.32.0 is the newest release that builds on it
   postgresql-15 postgresql-server-dev-15
 )
 
