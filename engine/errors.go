@@ -11,4 +11,7 @@ var (
 	ErrNoFace            = errors.New("no face found")
 	ErrMultipleFaces     = errors.New("more than one face found")
 	ErrFaceTooSmall      = errors.New("face too small")
+	ErrRevoked           = errors.New("registration revoked")
+	ErrOutsideWindow     = errors.New("registration outside its validity window")
+	ErrUnknownPerson     = errors.New("no such registered person")
 )

@@ -51,7 +51,9 @@ type Request struct {
 	Name       string
 	Source     string // "cli", "api", ...
 	Operator   string
-	Photos     []Photo
+	// Gates are the gates or zones the person may use.
+	Gates  []string
+	Photos []Photo
 	// StoreGood stores the good photos even when others are rejected.
 	StoreGood bool
 }
@@ -141,6 +143,7 @@ func (s *Service) Enrol(ctx context.Context, req Request) (Result, error) {
 		Name:       req.Name,
 		Source:     req.Source,
 		Operator:   req.Operator,
+		Gates:      req.Gates,
 		Templates:  templates,
 	})
 	res.Stored = stored

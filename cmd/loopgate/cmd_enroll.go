@@ -18,13 +18,15 @@ func runEnroll(ctx context.Context, cfg Config, args []string) error {
 	name := fs.String("name", "", "the person's name (required)")
 	operator := fs.String("operator", os.Getenv("USER"), "who is enrolling")
 	storeGood := fs.Bool("store-good", false, "store the usable photos even if others are rejected")
+	var gates stringList
+	fs.Var(&gates, "gate", "a gate or zone the person may use (repeatable, or ':'-separated)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if *id == "" || *name == "" || fs.NArg() == 0 {
 		return fmt.Errorf("%w: enroll --id ID --name NAME PHOTO [PHOTO...]", errUsage)
 	}
-	req := enroll.Request{ExternalID: *id, Name: *name, Source: "cli", Operator: *operator, StoreGood: *storeGood}
+	req := enroll.Request{ExternalID: *id, Name: *name, Source: "cli", Operator: *operator, StoreGood: *storeGood, Gates: gates}
 	// Read every file first: a missing file is reported before any work.
 	for _, path := range fs.Args() {
 		data, err := readBounded(path, int64(engine.DefaultImageLimits.MaxBytes))
@@ -61,7 +63,11 @@ func runEnroll(ctx context.Context, cfg Config, args []string) error {
 	if s.CreatedPerson {
 		verb = "enrolled"
 	}
-	fmt.Printf("%s %s %q: %d template(s) added, %d photo(s) already enrolled\n", verb, *id, *name, s.Added, s.AlreadyEnrolled)
+	fmt.Printf("%s %s %q: %d template(s) added, %d photo(s) already enrolled", verb, *id, *name, s.Added, s.AlreadyEnrolled)
+	if len(gates) > 0 {
+		fmt.Printf(", %d new gate(s) of %v", s.GatesAdded, []string(gates))
+	}
+	fmt.Println()
 	return nil
 }
 

@@ -77,7 +77,10 @@ type Enrolment struct {
 	Name       string
 	Source     string
 	Operator   string
-	Templates  []Template
+	// Gates are gates or zones the person may use, added to those they
+	// already have.
+	Gates     []string
+	Templates []Template
 }
 
 // EnrolResult says what an enrolment stored.
@@ -88,6 +91,8 @@ type EnrolResult struct {
 	Added         int
 	// AlreadyEnrolled counts photos this person already had templates from.
 	AlreadyEnrolled int
+	// GatesAdded counts gates the person did not have before.
+	GatesAdded int
 }
 
 // Enrol stores an enrolment in one transaction: either every new template
@@ -102,6 +107,11 @@ func (g *Gallery) Enrol(ctx context.Context, e Enrolment) (EnrolResult, error) {
 		}
 		if t.Model == "" {
 			return EnrolResult{}, fmt.Errorf("gallery: template %d has no model tag", i)
+		}
+	}
+	for _, gate := range e.Gates {
+		if !GateNamePattern.MatchString(gate) {
+			return EnrolResult{}, fmt.Errorf("gallery: gate name %q: want 1-64 letters, digits, '.', '_' or '-'", gate)
 		}
 	}
 	var res EnrolResult
@@ -142,7 +152,15 @@ func (g *Gallery) Enrol(ctx context.Context, e Enrolment) (EnrolResult, error) {
 				res.AlreadyEnrolled++
 			}
 		}
-		if res.Added == 0 {
+		if len(e.Gates) > 0 {
+			tag, err := tx.Exec(ctx, `INSERT INTO person_gates (person_id, gate) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`,
+				res.PersonID, e.Gates)
+			if err != nil {
+				return fmt.Errorf("gallery: insert gates: %w", err)
+			}
+			res.GatesAdded = int(tag.RowsAffected())
+		}
+		if res.Added == 0 && res.GatesAdded == 0 {
 			return errNothingNew
 		}
 		return nil

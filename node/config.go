@@ -1,0 +1,331 @@
+// Package node is a gate node: it reads the configuration, builds the
+// components (cameras, detector, recogniser pool, gallery, pipeline, sinks,
+// HTTP server), runs them under one context, and closes them in order.
+// `loopgate serve` is a thin wrapper around it.
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/loopgate/loopgate/engine/fuse"
+	"github.com/loopgate/loopgate/engine/gallery"
+	"github.com/loopgate/loopgate/engine/quality"
+	"github.com/loopgate/loopgate/engine/track"
+)
+
+// Config is the gate node's YAML configuration (deploy/gate-node.example.yaml
+// documents every field). Unknown fields are errors.
+type Config struct {
+	// Gate is this node's gate; Zones are larger areas it belongs to. The
+	// node searches only people registered for one of them.
+	Gate  string   `yaml:"gate"`
+	Zones []string `yaml:"zones"`
+
+	Database struct {
+		// URL of PostgreSQL with pgvector; env LOOPGATE_DATABASE_URL overrides.
+		URL string `yaml:"url"`
+	} `yaml:"database"`
+
+	Models struct {
+		// Dir holds the verified model files; env LOOPGATE_MODEL_DIR overrides.
+		Dir string `yaml:"dir"`
+	} `yaml:"models"`
+
+	Cameras []CameraConfig `yaml:"cameras"`
+
+	Detector struct {
+		InputWidth     int     `yaml:"input_width"`
+		ScoreThreshold float32 `yaml:"score_threshold"`
+	} `yaml:"detector"`
+
+	// Recognizers is the go-face pool size (default: the number of cores).
+	Recognizers int `yaml:"recognizers"`
+
+	// Quality overrides the gate quality profile's thresholds.
+	Quality *quality.Thresholds `yaml:"quality"`
+
+	Fusion   FusionConfig   `yaml:"fusion"`
+	Tracking TrackingConfig `yaml:"tracking"`
+
+	Claims struct {
+		Enabled    bool          `yaml:"enabled"`
+		DefaultTTL time.Duration `yaml:"default_ttl"`
+		MaxTTL     time.Duration `yaml:"max_ttl"`
+	} `yaml:"claims"`
+
+	Sinks SinksConfig `yaml:"sinks"`
+
+	HTTP HTTPConfig `yaml:"http"`
+
+	Live struct {
+		// FPS bounds annotated frames per camera for /live (0 disables).
+		FPS float64 `yaml:"fps"`
+	} `yaml:"live"`
+}
+
+// CameraConfig is one camera.
+type CameraConfig struct {
+	Name string `yaml:"name"`
+	// URI: a file path or file:// URI, device:N or /dev/videoN, rtsp://,
+	// http(s):// (MJPEG).
+	URI  string `yaml:"uri"`
+	Lane string `yaml:"lane"`
+	// Loop replays a file source forever (demos, soak runs).
+	Loop bool `yaml:"loop"`
+	// Fast reads a file source as fast as possible instead of at its own
+	// frame rate (benchmarks).
+	Fast bool `yaml:"fast"`
+}
+
+// FusionConfig is the decision rule (engine/fuse.Rule).
+type FusionConfig struct {
+	Threshold      float64 `yaml:"threshold"`
+	Margin         float64 `yaml:"margin"`
+	MinFrames      int     `yaml:"min_frames"`
+	MaxFrames      int     `yaml:"max_frames"`
+	ClaimThreshold float64 `yaml:"claim_threshold"`
+}
+
+// Rule converts to the engine's type.
+func (f FusionConfig) Rule() fuse.Rule {
+	return fuse.Rule{Threshold: f.Threshold, Margin: f.Margin, MinFrames: f.MinFrames, MaxFrames: f.MaxFrames, ClaimThreshold: f.ClaimThreshold}
+}
+
+// TrackingConfig is engine/track's Config plus the noise filter.
+type TrackingConfig struct {
+	MinIoU         float64       `yaml:"min_iou"`
+	MaxCentreShift float64       `yaml:"max_centre_shift"`
+	MaxGap         time.Duration `yaml:"max_gap"`
+	MaxAge         time.Duration `yaml:"max_age"`
+	MinTrackHits   int           `yaml:"min_track_hits"`
+}
+
+// Track converts to the engine's type.
+func (t TrackingConfig) Track() track.Config {
+	return track.Config{MinIoU: t.MinIoU, MaxCentreShift: t.MaxCentreShift, MaxGap: t.MaxGap, MaxAge: t.MaxAge}
+}
+
+// SinksConfig says where decisions go.
+type SinksConfig struct {
+	// Stdout writes JSON lines to standard output.
+	Stdout bool `yaml:"stdout"`
+	// File appends JSON lines to a file.
+	File string `yaml:"file"`
+	// Audit writes every decision to the database's decisions table.
+	Audit   bool           `yaml:"audit"`
+	Webhook *WebhookConfig `yaml:"webhook"`
+}
+
+// WebhookConfig posts decisions to the gate controller.
+type WebhookConfig struct {
+	URL       string        `yaml:"url"`
+	Timeout   time.Duration `yaml:"timeout"`
+	QueueSize int           `yaml:"queue_size"`
+	// BearerTokenFile holds the controller's token (never in the config).
+	BearerTokenFile string `yaml:"bearer_token_file"`
+}
+
+// HTTPConfig is the node's HTTP side.
+type HTTPConfig struct {
+	// Addr to listen on; empty disables HTTP. Env LOOPGATE_HTTP_ADDR overrides.
+	Addr    string `yaml:"addr"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// Tokens authenticate API clients and operators; only the sha256 of
+	// each secret is configured.
+	Tokens []TokenConfig `yaml:"tokens"`
+}
+
+// TokenConfig is one accepted token.
+type TokenConfig struct {
+	Name   string   `yaml:"name"`
+	SHA256 string   `yaml:"sha256"`
+	Roles  []string `yaml:"roles"`
+}
+
+// Default fusion parameters. They are set from the walk-through benchmark
+// (benchmarks/results/identify.md) and the synthetic clips; see README.
+var DefaultFusion = FusionConfig{Threshold: 0.45, Margin: 0.04, MinFrames: 3, MaxFrames: 8, ClaimThreshold: 0.5}
+
+// Defaults returns a configuration with every default filled in.
+func Defaults() Config {
+	var c Config
+	c.Models.Dir = ".loopgate/models"
+	c.Detector.InputWidth = 640
+	c.Detector.ScoreThreshold = 0.75
+	c.Recognizers = runtime.NumCPU()
+	c.Fusion = DefaultFusion
+	c.Tracking = TrackingConfig{MinIoU: track.DefaultConfig.MinIoU, MaxCentreShift: track.DefaultConfig.MaxCentreShift,
+		MaxGap: track.DefaultConfig.MaxGap, MaxAge: track.DefaultConfig.MaxAge, MinTrackHits: 4}
+	c.Claims.DefaultTTL = 10 * time.Second
+	c.Claims.MaxTTL = 60 * time.Second
+	c.Sinks.Stdout = true
+	c.Sinks.Audit = true
+	c.Live.FPS = 5
+	return c
+}
+
+// Load reads a YAML file strictly over the defaults, applies environment
+// overrides, and validates the result.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML over the defaults (unknown fields are errors), applies
+// environment overrides and validates.
+func Parse(data []byte) (Config, error) {
+	cfg := Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, err
+	}
+	if err := cfg.applyEnv(os.LookupEnv); err != nil {
+		return Config{}, err
+	}
+	if cfg.Recognizers == 0 {
+		cfg.Recognizers = runtime.NumCPU()
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// EnvOverrides lists the environment variables that override the file.
+var EnvOverrides = []struct{ Name, Field string }{
+	{"LOOPGATE_DATABASE_URL", "database.url"},
+	{"LOOPGATE_MODEL_DIR", "models.dir"},
+	{"LOOPGATE_HTTP_ADDR", "http.addr"},
+	{"LOOPGATE_MATCH_THRESHOLD", "fusion.threshold"},
+}
+
+func (c *Config) applyEnv(lookup func(string) (string, bool)) error {
+	if v, ok := lookup("LOOPGATE_DATABASE_URL"); ok && v != "" {
+		c.Database.URL = v
+	}
+	if v, ok := lookup("LOOPGATE_MODEL_DIR"); ok && v != "" {
+		c.Models.Dir = v
+	}
+	if v, ok := lookup("LOOPGATE_HTTP_ADDR"); ok {
+		c.HTTP.Addr = v
+	}
+	if v, ok := lookup("LOOPGATE_MATCH_THRESHOLD"); ok && v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("LOOPGATE_MATCH_THRESHOLD=%q: %w", v, err)
+		}
+		c.Fusion.Threshold = f
+	}
+	return nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	if !gallery.GateNamePattern.MatchString(c.Gate) {
+		return fmt.Errorf("gate %q: required, 1-64 letters, digits, '.', '_' or '-'", c.Gate)
+	}
+	for i, z := range c.Zones {
+		if !gallery.GateNamePattern.MatchString(z) {
+			return fmt.Errorf("zones[%d] %q: 1-64 letters, digits, '.', '_' or '-'", i, z)
+		}
+	}
+	if c.Database.URL == "" {
+		return errors.New("database.url: required (or set LOOPGATE_DATABASE_URL)")
+	}
+	if c.Models.Dir == "" {
+		return errors.New("models.dir: required")
+	}
+	if len(c.Cameras) == 0 {
+		return errors.New("cameras: at least one camera is required")
+	}
+	names := map[string]bool{}
+	for i, cam := range c.Cameras {
+		switch {
+		case !gallery.GateNamePattern.MatchString(cam.Name):
+			return fmt.Errorf("cameras[%d].name %q: required, 1-64 letters, digits, '.', '_' or '-'", i, cam.Name)
+		case names[cam.Name]:
+			return fmt.Errorf("cameras[%d].name %q: duplicate", i, cam.Name)
+		case strings.TrimSpace(cam.URI) == "":
+			return fmt.Errorf("cameras[%d].uri: required", i)
+		case cam.Lane != "" && !gallery.GateNamePattern.MatchString(cam.Lane):
+			return fmt.Errorf("cameras[%d].lane %q: 1-64 letters, digits, '.', '_' or '-'", i, cam.Lane)
+		}
+		names[cam.Name] = true
+	}
+	if c.Detector.InputWidth < 160 || c.Detector.InputWidth > 1920 {
+		return fmt.Errorf("detector.input_width %d: want 160-1920", c.Detector.InputWidth)
+	}
+	if c.Detector.ScoreThreshold <= 0 || c.Detector.ScoreThreshold >= 1 {
+		return fmt.Errorf("detector.score_threshold %v: want (0, 1)", c.Detector.ScoreThreshold)
+	}
+	if c.Recognizers < 1 || c.Recognizers > 64 {
+		return fmt.Errorf("recognizers %d: want 1-64", c.Recognizers)
+	}
+	if err := c.Fusion.Rule().Validate(); err != nil {
+		return err
+	}
+	if err := c.Tracking.Track().Validate(); err != nil {
+		return fmt.Errorf("tracking: %w", err)
+	}
+	if c.Tracking.MinTrackHits < 1 {
+		return fmt.Errorf("tracking.min_track_hits %d: want at least 1", c.Tracking.MinTrackHits)
+	}
+	if c.Claims.Enabled {
+		if c.Claims.DefaultTTL <= 0 || c.Claims.MaxTTL < c.Claims.DefaultTTL {
+			return fmt.Errorf("claims: default_ttl %s must be positive and at most max_ttl %s", c.Claims.DefaultTTL, c.Claims.MaxTTL)
+		}
+		if c.HTTP.Addr == "" {
+			return errors.New("claims.enabled needs http.addr: claims arrive over POST /api/v1/claims")
+		}
+	}
+	if w := c.Sinks.Webhook; w != nil {
+		if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+			return fmt.Errorf("sinks.webhook.url %q: want an http(s) URL", w.URL)
+		}
+		if w.QueueSize < 0 || w.Timeout < 0 {
+			return errors.New("sinks.webhook: queue_size and timeout must not be negative")
+		}
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		return errors.New("http.tls_cert and http.tls_key: give both or neither")
+	}
+	for i, t := range c.HTTP.Tokens {
+		if t.Name == "" || len(t.SHA256) != 64 || strings.Trim(strings.ToLower(t.SHA256), "0123456789abcdef") != "" {
+			return fmt.Errorf("http.tokens[%d]: want a name and the 64-hex-digit sha256 of the secret", i)
+		}
+		if len(t.Roles) == 0 {
+			return fmt.Errorf("http.tokens[%d].roles: at least one of operator, lane", i)
+		}
+		for _, r := range t.Roles {
+			if r != "operator" && r != "lane" {
+				return fmt.Errorf("http.tokens[%d].roles: unknown role %q (operator, lane)", i, r)
+			}
+		}
+	}
+	if c.Live.FPS < 0 || c.Live.FPS > 30 {
+		return fmt.Errorf("live.fps %v: want 0-30", c.Live.FPS)
+	}
+	return nil
+}
+
+// Scope is the gate plus its zones.
+func (c Config) Scope() []string { return append([]string{c.Gate}, c.Zones...) }
