@@ -10,16 +10,24 @@ import (
 const EmbeddingDim = 128
 
 // DefaultMatchThreshold is the largest Euclidean (L2, not squared) distance
-// between two dlib ResNet embeddings that counts as the same person. 0.6 is
-// dlib's published operating point; on LFW deep-funneled (View 2, 10-fold)
-// the model mirror's weights reach 98.75% accuracy at 0.6 and choose
-// 0.616–0.629 per fold (shared/models/README.md). This is the one place the
-// threshold is defined; everything else takes it from here or from config.
+// between two dlib ResNet embeddings that counts as the same person in a
+// single comparison (identify, the enrolment duplicate check, 1:1 claims).
+//
+// Derivation (benchmarks/results/lfw.md and identify.md, `loopgate bench
+// lfw|identify`): over all 87.3M cross-person pairs of LFW deep-funneled
+// embedded by these weights, 1 in 10,000 pairs falls within 0.4751 (FMR
+// 1e-4, FNMR 22.8%); 0.47 is that point rounded down. dlib's published
+// operating point, 0.6, maximises *verification accuracy* (98.80% here,
+// View 2 10-fold) but is far too loose for a gate: with 100 people
+// enrolled, 35.6% of single-photo LFW strangers match someone at 0.6, and
+// 94.15% with 1,680 enrolled. At 0.47 the figures are 0.64% and 5.5%, at
+// the cost of missing 28.3% of enrolled people on one photo: the
+// walk-through pipeline recovers them by fusing frames (engine/fuse).
 //
 // go-face's ClassifyThreshold compares its tolerance against the *squared*
 // distance; loopgate never does: pgvector's <-> operator and Distance below
 // are both plain Euclidean distance.
-const DefaultMatchThreshold = 0.6
+const DefaultMatchThreshold = 0.47
 
 // Embedding is a 128-d face descriptor from dlib's ResNet.
 type Embedding [EmbeddingDim]float32

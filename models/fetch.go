@@ -93,11 +93,6 @@ func fetchOne(ctx context.Context, opts FetchOptions, m Model) (Installed, error
 				if _, err := os.Stat(cand.path); err != nil {
 					continue
 				}
-				if !cand.compressed && v.SHA256 == "" {
-					tried = append(tried, cand.path+": no sha256 is recorded for the "+v.Label+
-						" variant, so only its .bz2 archive (md5-verified) is accepted")
-					continue
-				}
 				f, err := os.Open(cand.path)
 				if err != nil {
 					tried = append(tried, cand.path+": "+err.Error())
@@ -154,7 +149,13 @@ func download(ctx context.Context, opts FetchOptions, m Model, v Variant, url st
 
 // install streams src (optionally bzip2) into the model directory, checking
 // the archive MD5 and the file SHA256 before the file takes its final name.
+// A plain file, from a mirror or a download, is only ever accepted against a
+// recorded SHA256: nothing else would vouch for it.
 func install(opts FetchOptions, m Model, v Variant, src io.Reader, compressed bool, source string) (Installed, error) {
+	if !compressed && v.SHA256 == "" {
+		return Installed{}, fmt.Errorf("%s: no sha256 is recorded for the %s variant, so only its .bz2 archive (md5-verified) is accepted",
+			source, v.Label)
+	}
 	var archiveMD5 hash.Hash
 	r := src
 	if compressed {
@@ -170,6 +171,10 @@ func install(opts FetchOptions, m Model, v Variant, src io.Reader, compressed bo
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	if v.Size > 0 {
+		// One byte over is enough to refuse: a bad source cannot fill the disk.
+		r = io.LimitReader(r, v.Size+1)
+	}
 	fileHash := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, fileHash), r)
 	if err != nil {
@@ -184,12 +189,15 @@ func install(opts FetchOptions, m Model, v Variant, src io.Reader, compressed bo
 			return Installed{}, fmt.Errorf("%s: archive md5 %s, want %s (%s variant)", source, got, v.ArchiveMD5, v.Label)
 		}
 	}
-	digest := hex.EncodeToString(fileHash.Sum(nil))
-	if v.SHA256 != "" && digest != v.SHA256 {
-		return Installed{}, fmt.Errorf("%s: sha256 %s, want %s (%s variant)", source, digest, v.SHA256, v.Label)
+	if v.Size != 0 && n > v.Size {
+		return Installed{}, fmt.Errorf("%s: more than %d bytes (%s variant)", source, v.Size, v.Label)
 	}
 	if v.Size != 0 && n != v.Size {
 		return Installed{}, fmt.Errorf("%s: %d bytes, want %d (%s variant)", source, n, v.Size, v.Label)
+	}
+	digest := hex.EncodeToString(fileHash.Sum(nil))
+	if v.SHA256 != "" && digest != v.SHA256 {
+		return Installed{}, fmt.Errorf("%s: sha256 %s, want %s (%s variant)", source, digest, v.SHA256, v.Label)
 	}
 	if err := tmp.Sync(); err != nil {
 		return Installed{}, err

@@ -19,7 +19,9 @@ type Variant struct {
 	SHA256 string
 	// Size in bytes of the uncompressed file, 0 when unknown.
 	Size int64
-	// URLs of the bzip2-compressed upstream archive, tried in order.
+	// URLs of the upstream file, tried in order. A URL ending in .bz2 is an
+	// archive, checked against ArchiveMD5; any other URL serves the plain
+	// file, which is accepted only when SHA256 is recorded.
 	URLs []string
 	// ArchiveMD5 is the MD5 of the .bz2 archive at URLs as recorded by
 	// independent packagers (Arch Linux's howdy PKGBUILD and others).
@@ -40,6 +42,11 @@ type Model struct {
 const (
 	dlibNet      = "http://dlib.net/files/"
 	dlibModelsGH = "https://github.com/davisking/dlib-models/raw/master/"
+	// opencv_zoo keeps its models in Git LFS: the media host serves the file
+	// itself, and github.com's raw URL redirects there for LFS files. Should
+	// either serve the LFS pointer instead, the sha256 check refuses it.
+	opencvZooMedia = "https://media.githubusercontent.com/media/opencv/opencv_zoo/main/models/"
+	opencvZooRaw   = "https://github.com/opencv/opencv_zoo/raw/main/models/"
 )
 
 // Manifest lists every model file, in the order they are fetched.
@@ -100,6 +107,24 @@ var Manifest = []Model{
 				URLs:       []string{dlibModelsGH + "mmod_human_face_detector.dat.bz2", dlibNet + "mmod_human_face_detector.dat.bz2"},
 				ArchiveMD5: "5edccec8ac713d743be4865ff6ead7f7",
 				Licence:    "CC0 (dlib-models, public domain)",
+			},
+		},
+	},
+	{
+		Name:    "face_detection_yunet_2022mar.onnx",
+		Purpose: "YuNet face detector (OpenCV dnn): boxes and five landmarks on full frames, faces from about 10 px",
+		Variants: []Variant{
+			{
+				// The sha256 and size are those of opencv_zoo's Git LFS pointer.
+				Label:    "upstream",
+				FileName: "face_detection_yunet_2022mar.onnx",
+				SHA256:   "50ef07f702a31741ca46a4c0d947773b64143b9362780237bf0d427d6c79bab7",
+				Size:     345478,
+				URLs: []string{
+					opencvZooMedia + "face_detection_yunet/face_detection_yunet_2022mar.onnx",
+					opencvZooRaw + "face_detection_yunet/face_detection_yunet_2022mar.onnx",
+				},
+				Licence: "MIT (opencv_zoo, libfacedetection.train)",
 			},
 		},
 	},

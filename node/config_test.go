@@ -26,7 +26,7 @@ func TestExampleConfigLoads(t *testing.T) {
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
-	os.Unsetenv("LOOPGATE_MATCH_THRESHOLD")
+	os.Unsetenv("LOOPGATE_FUSION_THRESHOLD")
 	base := "gate: g1\ndatabase: {url: postgres://x/y}\ncameras: [{name: c1, uri: clip.avi}]\n"
 	cases := []struct{ yaml, want string }{
 		{base + "colour: blue\n", "field colour not found"},
@@ -50,7 +50,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			t.Errorf("%q: got %v, want an error naming %q", c.yaml, err, c.want)
 		}
 	}
-	t.Setenv("LOOPGATE_MATCH_THRESHOLD", "0.41")
+	t.Setenv("LOOPGATE_FUSION_THRESHOLD", "0.41")
 	cfg, err := Parse([]byte(base))
 	if err != nil || cfg.Fusion.Threshold != 0.41 {
 		t.Fatalf("env override: %v %v", cfg.Fusion.Threshold, err)

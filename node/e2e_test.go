@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -14,13 +12,9 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/camera/synth"
-	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/decision"
-	"github.com/loopgate/loopgate/engine/facerec"
-	"github.com/loopgate/loopgate/engine/gallery"
-	"github.com/loopgate/loopgate/engine/vision"
-	"github.com/loopgate/loopgate/enroll"
 	"github.com/loopgate/loopgate/internal/testenv"
+	"github.com/loopgate/loopgate/internal/walkfixture"
 )
 
 // collector is a decision sink that keeps every event for assertions.
@@ -42,85 +36,33 @@ func (c *collector) all() []decision.Event {
 	return slices.Clone(c.events)
 }
 
-// walkFixture is a synthetic clip with its walkers enrolled in a fresh
-// schema of the test database.
-type walkFixture struct {
-	clip     string
-	manifest synth.Manifest
-	dbURL    string
-	// revoked holds external IDs of enrolled walkers whose registration was
-	// revoked before the run.
-	revoked map[string]bool
+type walkFixture = walkfixture.Fixture
+
+const testGate = walkfixture.Gate
+
+// vetMargin keeps test walkers' photo pairs this far inside the fused
+// threshold: the walk frames are the walk photo scaled, blurred and
+// composited, which moves its embedding by up to about 0.05 at the sizes
+// the quality gate admits (engine/quality/THRESHOLDS.md measures drift).
+const vetMargin = 0.05
+
+var walkerID = walkfixture.WalkerID
+
+func vettedWalkers(t *testing.T, enrolled, strangers int, seed int64) []synth.Walker {
+	return walkfixture.Vetted(t, enrolled, strangers, seed, DefaultFusion.Threshold-vetMargin)
 }
 
-const testGate = "bridge1-north"
-
-// walkerID is the external ID a walker is enrolled under.
-func walkerID(w synth.WalkerTruth) string { return "lfw-" + w.Name }
-
-// newWalkFixture writes a synthetic clip of enrolled+strangers walkers (the
-// last `revoke` enrolled ones revoked after enrolment) and enrols them.
 func newWalkFixture(t *testing.T, cfg synth.Config, enrolled, strangers, revoke int) *walkFixture {
-	t.Helper()
-	shared := testenv.SharedDir(t)
-	modelDir := testenv.ModelDir(t)
-	ctx := context.Background()
-	walkers, err := synth.PickWalkers(filepath.Join(shared, "datasets", "lfw"), enrolled, strangers, cfg.Seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := "walk-synthetic-test.avi"
-	if cfg.TwoLanes {
-		name = "walk2lanes-synthetic-test.avi"
-	}
-	clip := filepath.Join(t.TempDir(), name)
-	man, err := synth.Write(ctx, clip, cfg, walkers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fx := &walkFixture{clip: clip, manifest: man, dbURL: testenv.DatabaseURL(t), revoked: map[string]bool{}}
-	rec, err := facerec.New(facerec.Config{ModelDir: modelDir, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Close()
-	g, _, err := gallery.Open(ctx, fx.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	svc := &enroll.Service{Decoder: vision.NewDecoder(engine.ImageLimits{}), Embedder: rec, Store: g, Model: rec.ModelTag()}
-	var enrolledIDs []string
-	for _, w := range man.Walkers {
-		if !w.Enrolled {
-			continue
-		}
-		data, err := os.ReadFile(w.EnrolPhoto)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := svc.Enrol(ctx, enroll.Request{ExternalID: walkerID(w), Name: strings.ReplaceAll(w.Name, "_", " "),
-			Source: "test", Gates: []string{testGate}, Photos: []enroll.Photo{{Name: w.EnrolPhoto, Data: data}}}); err != nil {
-			t.Fatalf("enrol %s: %v", w.Name, err)
-		}
-		enrolledIDs = append(enrolledIDs, walkerID(w))
-	}
-	for _, id := range enrolledIDs[len(enrolledIDs)-revoke:] {
-		if err := g.Revoke(ctx, id, "badge reported lost"); err != nil {
-			t.Fatal(err)
-		}
-		fx.revoked[id] = true
-	}
-	return fx
+	return walkfixture.New(t, cfg, vettedWalkers(t, enrolled, strangers, cfg.Seed), revoke)
 }
 
-func (fx *walkFixture) config(t *testing.T, fast bool) Config {
+func testConfig(t *testing.T, fx *walkFixture, fast bool) Config {
 	cfg := Defaults()
 	cfg.Gate = testGate
 	cfg.Zones = []string{"bridge1"}
-	cfg.Database.URL = fx.dbURL
+	cfg.Database.URL = fx.DBURL
 	cfg.Models.Dir = testenv.ModelDir(t)
-	cfg.Cameras = []CameraConfig{{Name: "lane-a", URI: fx.clip, Lane: "a", Fast: fast}}
+	cfg.Cameras = []CameraConfig{{Name: "lane-a", URI: fx.Clip, Lane: "a", Fast: fast}}
 	cfg.Sinks.Stdout = false
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -167,7 +109,7 @@ func checkDecisions(t *testing.T, fx *walkFixture, events []decision.Event, star
 			}
 		}
 	}
-	man := fx.manifest
+	man := fx.Manifest
 	type want struct {
 		w       synth.WalkerTruth
 		outcome decision.Outcome
@@ -178,7 +120,7 @@ func checkDecisions(t *testing.T, fx *walkFixture, events []decision.Event, star
 		switch {
 		case !w.Enrolled:
 			wants = append(wants, want{w, decision.Deny, decision.UnknownFace})
-		case fx.revoked[walkerID(w)]:
+		case fx.Revoked[walkerID(w)]:
 			wants = append(wants, want{w, decision.Deny, decision.Revoked})
 		default:
 			wants = append(wants, want{w, decision.Open, decision.Matched})
@@ -246,7 +188,7 @@ func TestWalkThroughSyntheticClip(t *testing.T) {
 	cfg.Seed = 7
 	fx := newWalkFixture(t, cfg, 4, 2, 1)
 	start := time.Now()
-	events, _ := runNode(t, fx.config(t, false))
+	events, _ := runNode(t, testConfig(t, fx, false))
 	checkDecisions(t, fx, events, start)
 }
 
@@ -257,6 +199,6 @@ func TestWalkThroughTwoLanes(t *testing.T) {
 	cfg.TwoLanes = true
 	fx := newWalkFixture(t, cfg, 3, 1, 0)
 	start := time.Now()
-	events, _ := runNode(t, fx.config(t, false))
+	events, _ := runNode(t, testConfig(t, fx, false))
 	checkDecisions(t, fx, events, start)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/loopgate/loopgate/engine/gallery"
 	"github.com/loopgate/loopgate/engine/pipeline"
 	"github.com/loopgate/loopgate/engine/quality"
+	"github.com/loopgate/loopgate/engine/still"
 	"github.com/loopgate/loopgate/engine/vision"
 	"github.com/loopgate/loopgate/sink"
 )
@@ -89,7 +90,10 @@ func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.pool, err = facerec.NewPool(facerec.PoolConfig{
-		Config:  facerec.Config{ModelDir: cfg.Models.Dir, Logger: n.log},
+		// HOG only: the crop holds a ~140 px face, which HOG finds; dlib's
+		// CNN fallback costs ~220 ms per crop where HOG misses (a YuNet
+		// false positive), and a miss is just a skipped frame here.
+		Config:  facerec.Config{ModelDir: cfg.Models.Dir, Detector: facerec.DetectorHOG, Logger: n.log},
 		Size:    cfg.Recognizers,
 		Metrics: facerec.NewPoolMetrics(n.reg),
 	})
@@ -309,11 +313,8 @@ type cropEmbedder struct {
 }
 
 func (e cropEmbedder) EmbedFace(frame gocv.Mat, box image.Rectangle) (engine.Embedding, error) {
-	crop, err := vision.CropFace(frame, box, vision.CropOptions{})
-	if err != nil {
-		return engine.Embedding{}, err
-	}
-	f, err := e.pool.EmbedCrop(context.Background(), crop)
+	// The same crop+embed step as stills (identify, enrolment).
+	f, err := still.EmbedFace(context.Background(), e.pool, frame, box, vision.CropOptions{})
 	if err != nil {
 		return engine.Embedding{}, err
 	}

@@ -34,8 +34,8 @@ type demoProbe struct {
 	note   string
 }
 
-func runDemo(ctx context.Context, cfg Config, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func runDemoStills(ctx context.Context, cfg Config, args []string) error {
+	fs := flag.NewFlagSet("demo stills", flag.ContinueOnError)
 	shared := fs.String("shared", cfg.SharedDir, "the shared data directory")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

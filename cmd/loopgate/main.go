@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/loopgate/loopgate/internal/runtimetune"
 )
 
 type command struct {
@@ -30,16 +32,21 @@ type command struct {
 var commands = []command{
 	{"migrate", "apply database migrations (also done by every command that uses the database)", runMigrate},
 	{"models", "models fetch [--mirror DIR] [--no-download] | models verify", runModels},
+	{"serve", "serve --config FILE: the walk-through gate node (cameras → decisions)", runServe},
 	{"enroll", "enroll --id ID --name NAME [--store-good] PHOTO...", runEnroll},
 	{"identify", "identify PHOTO...: best match per face, or no match", runIdentify},
-	{"demo", "enrol people from the shared data set and identify probes, with timings", runDemo},
+	{"demo", "the walk-through on a synthetic clip with live view and latencies (demo stills: the still-photo demo)", runDemo},
 	{"stats", "count enrolled people and templates", runStats},
+	{"synth", "synth walk ...: write a synthetic walk-through clip and its ground truth", runSynth},
+	{"person", "person revoke|reinstate|gates|validity --id ID ...: manage a registration", runPerson},
+	{"bench", "bench lfw|identify ...: accuracy benchmarks with reports", runBench},
 }
 
 // errUsage marks a command-line mistake: the message says what was wrong.
 var errUsage = errors.New("usage")
 
 func main() {
+	runtimetune.Apply() // first: one OpenBLAS thread, glibc malloc thresholds (see the package)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage()

@@ -59,6 +59,16 @@ var _ engine.Embedder = (*Recognizer)(nil)
 // New verifies the model directory against the manifest and loads the
 // models. It refuses to load a file whose checksum is not accepted.
 func New(cfg Config) (*Recognizer, error) {
+	cfg, installed, err := prepare(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return load(cfg, installed)
+}
+
+// prepare checks cfg, fills in its defaults and verifies the model files
+// once, so that a Pool hashes ~120 MB of models once, not once per recogniser.
+func prepare(cfg Config) (Config, []models.Installed, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -67,23 +77,28 @@ func New(cfg Config) (*Recognizer, error) {
 		cfg.Detector = DetectorHOGThenCNN
 	case DetectorHOG, DetectorCNN, DetectorHOGThenCNN:
 	default:
-		return nil, fmt.Errorf("facerec: unknown detector %q (want hog, cnn or hog+cnn)", cfg.Detector)
+		return cfg, nil, fmt.Errorf("facerec: unknown detector %q (want hog, cnn or hog+cnn)", cfg.Detector)
+	}
+	if cfg.CNNMaxPixels == 0 {
+		cfg.CNNMaxPixels = DefaultCNNMaxPixels
 	}
 	installed, err := models.Verify(cfg.ModelDir)
 	if err != nil {
-		return nil, fmt.Errorf("facerec: model directory %s: %w", cfg.ModelDir, err)
+		return cfg, nil, fmt.Errorf("facerec: model directory %s: %w", cfg.ModelDir, err)
 	}
 	for _, in := range installed {
 		if in.Variant.Warning != "" {
 			cfg.Logger.Warn("model variant", "file", in.Model.Name, "variant", in.Variant.Label, "warning", in.Variant.Warning)
 		}
 	}
+	return cfg, installed, nil
+}
+
+// load reads the verified models into a new dlib recogniser.
+func load(cfg Config, installed []models.Installed) (*Recognizer, error) {
 	rec, err := face.NewRecognizer(cfg.ModelDir)
 	if err != nil {
 		return nil, fmt.Errorf("facerec: load models from %s: %w", cfg.ModelDir, err)
-	}
-	if cfg.CNNMaxPixels == 0 {
-		cfg.CNNMaxPixels = DefaultCNNMaxPixels
 	}
 	return &Recognizer{rec: rec, detector: cfg.Detector, cnnMaxPixels: cfg.CNNMaxPixels, models: installed}, nil
 }

@@ -60,10 +60,17 @@ func viewTwoFold1(t *testing.T, n int) []lfwPair {
 	return pairs
 }
 
-// TestLFWPairsAtDefaultThreshold embeds real LFW deep-funneled faces and
-// checks verification accuracy on the first 50+50 pairs of View 2 fold 1 at
-// the engine's threshold. The model mirror's weights score 98.75% over all
-// of View 2 at 0.6; this subset must reach 95%.
+// lfwAccuracyThreshold is dlib's operating point, where verification
+// *accuracy* peaks (98.80% on all of View 2 with these weights,
+// benchmarks/results/lfw.md). The engine's default is stricter (false
+// matches cost more than misses at a gate) and is checked below for that.
+const lfwAccuracyThreshold = 0.6
+
+// TestLFWPairsAtDefaultThreshold embeds real LFW deep-funneled faces from
+// the first 50+50 pairs of View 2 fold 1 and checks (a) verification
+// accuracy at dlib's operating point reaches 95%, and (b) at the engine's
+// stricter default no mismatched pair matches (its FMR on all LFW pairs is
+// 1e-4), while most matched pairs still do (FNMR 22.8% on all pairs).
 func TestLFWPairsAtDefaultThreshold(t *testing.T) {
 	rec := newRecognizer(t)
 	dec := vision.NewDecoder(engine.ImageLimits{})
@@ -97,18 +104,29 @@ func TestLFWPairsAtDefaultThreshold(t *testing.T) {
 	if len(pairs) != 100 {
 		t.Fatalf("read %d pairs, want 100", len(pairs))
 	}
-	correct := 0
+	correct, falseMatches, genuineMatches := 0, 0, 0
 	for _, p := range pairs {
 		d := engine.Distance(embed(p.a), embed(p.b))
-		if (d <= engine.DefaultMatchThreshold) == p.matched {
+		if (d <= lfwAccuracyThreshold) == p.matched {
 			correct++
 		} else {
-			t.Logf("wrong: matched=%v d=%.3f %s %s", p.matched, d, filepath.Base(p.a), filepath.Base(p.b))
+			t.Logf("wrong at %.2f: matched=%v d=%.3f %s %s", lfwAccuracyThreshold, p.matched, d, filepath.Base(p.a), filepath.Base(p.b))
+		}
+		switch within := d <= engine.DefaultMatchThreshold; {
+		case within && !p.matched:
+			falseMatches++
+			t.Logf("false match at the default %.2f: d=%.3f %s %s", engine.DefaultMatchThreshold, d, filepath.Base(p.a), filepath.Base(p.b))
+		case within:
+			genuineMatches++
 		}
 	}
-	t.Logf("LFW deep-funneled View 2 fold 1, first 50 matched + 50 mismatched pairs: %d/100 correct at %.2f", correct, engine.DefaultMatchThreshold)
+	t.Logf("LFW deep-funneled View 2 fold 1, first 50 matched + 50 mismatched pairs: %d/100 correct at %.2f; at the default %.2f %d/50 matched pairs match, %d/50 mismatched",
+		correct, lfwAccuracyThreshold, engine.DefaultMatchThreshold, genuineMatches, falseMatches)
 	if correct < 95 {
 		t.Fatalf("accuracy %d%% below 95%%", correct)
+	}
+	if falseMatches > 0 || genuineMatches < 30 {
+		t.Fatalf("at the default threshold: %d false matches (want 0), %d of 50 genuine pairs matched (want at least 30)", falseMatches, genuineMatches)
 	}
 }
 

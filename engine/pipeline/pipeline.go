@@ -107,6 +107,11 @@ type Deps struct {
 	Logger  *slog.Logger
 }
 
+// PlausibleFaceScore is the detector score a track that never passed the
+// quality gate must have reached once to get a "no usable capture" deny
+// rather than be dropped as detector noise (see camera.end).
+const PlausibleFaceScore = 0.95
+
 // Pipeline runs the walk-through for every camera of a node.
 type Pipeline struct {
 	cfg  Config
@@ -136,6 +141,8 @@ type trackState struct {
 	firstSeen    time.Time
 	firstQuality *time.Time
 	seen         int
+	maxScore     float32 // best detector score on this track
+	maxInterEye  float64 // largest face on this track (eye distance, px)
 	mean         fuse.Mean
 	skipped      map[string]int
 	claim        *claims.Claim
@@ -230,6 +237,7 @@ func (c *camera) process(ctx context.Context, f *vision.Frame) {
 			c.tracks[ids[i]] = st
 		}
 		st.seen++
+		st.maxScore = max(st.maxScore, d.Score)
 		if st.verdict != nil {
 			m.skipped(c.name, "decided")
 			continue
@@ -258,6 +266,7 @@ func (c *camera) process(ctx context.Context, f *vision.Frame) {
 		st := j.st
 		c.stage(StageQuality, j.qd)
 		st.timings.QualityMS += ms(j.qd)
+		st.maxInterEye = max(st.maxInterEye, j.rep.Measures.InterEyePx)
 		if !j.rep.Accepted {
 			reason := j.rep.Failures[0].Check
 			st.skipped[reason]++
@@ -432,7 +441,15 @@ func (c *camera) end(ctx context.Context, e track.Ended, now time.Time) {
 	if st == nil || st.verdict != nil {
 		return
 	}
-	if e.Hits < c.p.cfg.MinTrackHits {
+	// Not a traveller, so no decision: a track too short to be one; a
+	// track that never was a plausible face (YuNet reports large boxes
+	// scoring 0.76-0.91 on black or featureless frames, e.g. a covered
+	// camera, while real faces score above 0.99); or a face that never came
+	// close enough to be usable (a bystander far away). A face that came
+	// close but never passed the quality gate (blur, pose, light) is a
+	// traveller the gate could not judge: "no usable capture".
+	neverUsable := st.mean.N() == 0 && (st.maxScore < PlausibleFaceScore || st.maxInterEye < c.p.cfg.Quality.MinInterEyePx)
+	if e.Hits < c.p.cfg.MinTrackHits || neverUsable {
 		c.p.deps.Metrics.discarded(c.name)
 		return
 	}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/loopgate/loopgate/benchmarks/accuracy"
+	"github.com/loopgate/loopgate/benchmarks/accuracy/jitter"
+	"github.com/loopgate/loopgate/engine"
+	"github.com/loopgate/loopgate/engine/facerec"
+	"github.com/loopgate/loopgate/engine/vision"
+)
+
+// runBench runs the accuracy benchmarks on embeddings cached under
+// .loopgate/cache: `bench lfw` (View 2 verification), `bench identify`
+// (1:N, enrolment choices, walk-through fusion, calibration) and
+// `bench embed` (fill the caches only).
+func runBench(ctx context.Context, cfg Config, args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: bench lfw|identify|embed [flags]", errUsage)
+	}
+	which := args[0]
+	fs := flag.NewFlagSet("bench "+which, flag.ContinueOnError)
+	cacheDir := fs.String("cache", ".loopgate/cache", "embedding cache directory")
+	outDir := fs.String("out", "benchmarks/results", "directory for the Markdown reports and PNG plots")
+	workers := fs.Int("workers", 2, "recognisers run in parallel when images must be embedded")
+	quick := fs.Bool("quick", false, "reduced run (identify: galleries up to 500, a subset of probes)")
+	seed := fs.Uint64("seed", 1, "seed for every random choice")
+	noProgress := fs.Bool("no-progress", false, "no progress bar on stderr")
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 || *workers < 1 {
+		return fmt.Errorf("%w: bench %s takes flags only, --workers >= 1", errUsage, which)
+	}
+	var run func(context.Context, *accuracy.Env, accuracy.Datasets) error
+	switch which {
+	case "lfw":
+		run = accuracy.RunLFW
+	case "identify":
+		run = accuracy.RunIdentify
+	case "embed":
+		run = func(ctx context.Context, env *accuracy.Env, d accuracy.Datasets) error {
+			_, err := accuracy.EmbedAll(ctx, env, d, true)
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: unknown benchmark %q (want lfw, identify or embed)", errUsage, which)
+	}
+
+	start := time.Now()
+	d, err := accuracy.LoadDatasets(cfg.SharedDir)
+	if err != nil {
+		return fmt.Errorf("%w\n(LOOPGATE_SHARED_DIR points at the shared data set)", err)
+	}
+	// One recogniser names the weights (the cache key); the others are made
+	// only if images have to be embedded.
+	first, err := facerec.New(facerec.Config{ModelDir: cfg.ModelDir, Detector: cfg.Detector})
+	if err != nil {
+		return fmt.Errorf("%w\n(`loopgate models fetch` fills the model directory)", err)
+	}
+	var closers []io.Closer
+	closers = append(closers, first)
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	env := &accuracy.Env{
+		SharedDir: cfg.SharedDir,
+		CacheDir:  *cacheDir,
+		OutDir:    *outDir,
+		ModelTag:  first.ModelTag(),
+		Detector:  string(cfg.Detector),
+		Decoder:   vision.NewDecoder(engine.DefaultImageLimits),
+		Logger:    slog.Default(),
+		Seed:      *seed,
+		Quick:     *quick,
+		Embedders: func(jitterCopies int) ([]engine.Embedder, error) {
+			var embs []engine.Embedder
+			if jitterCopies == 0 {
+				embs = append(embs, first)
+			}
+			for len(embs) < *workers {
+				var (
+					e   engine.Embedder
+					c   io.Closer
+					err error
+				)
+				if jitterCopies == 0 {
+					r, rerr := facerec.New(facerec.Config{ModelDir: cfg.ModelDir, Detector: cfg.Detector})
+					e, c, err = r, r, rerr
+				} else {
+					if cfg.Detector != facerec.DetectorHOGThenCNN {
+						return nil, errors.New("jittered embedding follows the hog+cnn detector only")
+					}
+					r, rerr := jitter.New(cfg.ModelDir, jitterCopies)
+					e, c, err = r, r, rerr
+				}
+				if err != nil {
+					return nil, err
+				}
+				closers = append(closers, c)
+				embs = append(embs, e)
+			}
+			return embs, nil
+		},
+	}
+	if !*noProgress {
+		env.Progress = os.Stderr
+	}
+	if err := os.MkdirAll(env.OutDir, 0o755); err != nil {
+		return err
+	}
+	if err := run(ctx, env, d); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(env.OutDir)
+	fmt.Printf("bench %s: done in %s; reports in %s\n", which, time.Since(start).Round(time.Second), abs)
+	return nil
+}

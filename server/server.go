@@ -1,0 +1,328 @@
+// Package server is the gate node's HTTP side: metrics, health and
+// readiness, the operators' live page and decision stream, and the lane
+// claims API, with token authentication for everything that shows or
+// changes personal data.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ErrBadConfig wraps every configuration error New returns.
+var ErrBadConfig = errors.New("server: bad config")
+
+// Config is the HTTP side's configuration. Zero durations and limits take
+// the defaults noted.
+type Config struct {
+	// Addr to listen on, e.g. "0.0.0.0:8443" or "127.0.0.1:0".
+	Addr string
+	// TLSCertFile and TLSKeyFile enable HTTPS (both or neither). Without
+	// them the server logs a WARNING: tokens and names cross the network
+	// in clear text.
+	TLSCertFile, TLSKeyFile string
+	// SecureCookies marks cookies Secure even without TLS here, for a node
+	// behind a TLS-terminating proxy. With TLS they always are.
+	SecureCookies bool
+	// Gate names this node on the live page.
+	Gate string
+	// Tokens are the credentials (hashes only).
+	Tokens []Token
+	// SessionTTL is how long a browser login lasts; default 12 h.
+	SessionTTL time.Duration
+	// MaxSessions bounds live browser sessions; default 1000.
+	MaxSessions int
+	// LoginPerMinute is the login POSTs allowed per client address per
+	// minute (burst the same); default 5.
+	LoginPerMinute int
+	// Heartbeat is the interval of SSE comment lines that keep proxies and
+	// the browser from timing the stream out; default 15 s.
+	Heartbeat time.Duration
+	// ReplayOnConnect is how many recent decisions a new live page gets;
+	// default 50.
+	ReplayOnConnect int
+	// CheckTimeout bounds each readiness check; default 2 s.
+	CheckTimeout time.Duration
+	// DefaultClaimTTL applies when a claim gives no ttl_seconds (default
+	// 10 s); MaxClaimTTL caps it (default 5 min); ClaimTimeout bounds the
+	// Claimer call (default 5 s).
+	DefaultClaimTTL, MaxClaimTTL, ClaimTimeout time.Duration
+	// ShutdownTimeout bounds graceful shutdown; default 10 s.
+	ShutdownTimeout time.Duration
+}
+
+// Check is one readiness condition: models loaded, gallery reachable,
+// cameras opened. Fn returns nil when it holds.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Deps are what the server shows and calls.
+type Deps struct {
+	// Gatherer is served on /metrics; default prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+	// Metrics are the server's own (NewMetrics); nil records nothing. A
+	// Broadcaster built without metrics records into these.
+	Metrics *Metrics
+	// Events is the decision stream (also a sink in the pipeline's fan-out).
+	Events *Broadcaster
+	// Frames holds the latest annotated frame per camera.
+	Frames *LiveFrames
+	// Checks decide /readyz.
+	Checks []Check
+	// Claimer takes lane claims; nil answers 501 claims_disabled.
+	Claimer Claimer
+	Logger  *slog.Logger
+}
+
+// Server is the gate node's HTTP server. Serve (or Run) it once.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	log      *slog.Logger
+	m        *Metrics
+	creds    []credential
+	tlsCert  *tls.Certificate
+	sessions *sessionStore
+	limiter  *rateLimiter
+	now      func() time.Time
+	pages    *template.Template
+	static   fs.FS
+	handler  http.Handler
+	ready    *readiness
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed at shutdown: ends the long-lived streams
+}
+
+// New validates cfg and deps and builds the server; it does not listen.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if cfg.Addr == "" {
+		return nil, fmt.Errorf("%w: Addr is required", ErrBadConfig)
+	}
+	if deps.Events == nil || deps.Frames == nil {
+		return nil, fmt.Errorf("%w: Deps.Events and Deps.Frames are required", ErrBadConfig)
+	}
+	for i, c := range deps.Checks {
+		if c.Name == "" || c.Fn == nil {
+			return nil, fmt.Errorf("%w: check %d needs a name and a func", ErrBadConfig, i)
+		}
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, fmt.Errorf("%w: TLSCertFile and TLSKeyFile go together", ErrBadConfig)
+	}
+	if cfg.SessionTTL < 0 || cfg.MaxSessions < 0 || cfg.LoginPerMinute < 0 || cfg.Heartbeat < 0 || cfg.CheckTimeout < 0 ||
+		cfg.DefaultClaimTTL < 0 || cfg.MaxClaimTTL < 0 || cfg.ClaimTimeout < 0 || cfg.ShutdownTimeout < 0 || cfg.ReplayOnConnect < 0 {
+		return nil, fmt.Errorf("%w: durations and limits must not be negative", ErrBadConfig)
+	}
+	creds, err := parseTokens(cfg.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SessionTTL = orDefault(cfg.SessionTTL, 12*time.Hour)
+	cfg.MaxSessions = orDefault(cfg.MaxSessions, 1000)
+	cfg.LoginPerMinute = orDefault(cfg.LoginPerMinute, 5)
+	cfg.Heartbeat = orDefault(cfg.Heartbeat, 15*time.Second)
+	cfg.ReplayOnConnect = orDefault(cfg.ReplayOnConnect, 50)
+	cfg.CheckTimeout = orDefault(cfg.CheckTimeout, 2*time.Second)
+	cfg.DefaultClaimTTL = orDefault(cfg.DefaultClaimTTL, 10*time.Second)
+	cfg.MaxClaimTTL = orDefault(cfg.MaxClaimTTL, 5*time.Minute)
+	cfg.ClaimTimeout = orDefault(cfg.ClaimTimeout, 5*time.Second)
+	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, 10*time.Second)
+	if cfg.DefaultClaimTTL > cfg.MaxClaimTTL {
+		return nil, fmt.Errorf("%w: DefaultClaimTTL %v exceeds MaxClaimTTL %v", ErrBadConfig, cfg.DefaultClaimTTL, cfg.MaxClaimTTL)
+	}
+	if deps.Gatherer == nil {
+		deps.Gatherer = prometheus.DefaultGatherer
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	deps.Events.useMetrics(deps.Metrics)
+	s := &Server{
+		cfg: cfg, deps: deps, log: deps.Logger, m: deps.Metrics, creds: creds,
+		now:      time.Now,
+		stopping: make(chan struct{}),
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: TLS key pair: %v", ErrBadConfig, err)
+		}
+		s.tlsCert = &cert
+	}
+	if len(creds) == 0 {
+		s.log.Warn("no tokens configured: the live page, /events and claims refuse everyone")
+	}
+	s.sessions = newSessionStore(cfg.SessionTTL, cfg.MaxSessions, func() time.Time { return s.now() })
+	s.limiter = newRateLimiter(cfg.LoginPerMinute, func() time.Time { return s.now() })
+	s.ready = newReadiness(deps.Checks, cfg.CheckTimeout, s.log)
+	if s.pages, s.static, err = loadWeb(); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// TLS reports whether the server serves HTTPS.
+func (s *Server) TLS() bool { return s.tlsCert != nil }
+
+// Handler is the whole HTTP surface (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+
+	mux.HandleFunc("GET /login", s.handleLoginPage)
+	mux.HandleFunc("POST /login", s.handleLogin)
+	mux.HandleFunc("POST /logout", s.handleLogout)
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(s.static)))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/live", http.StatusSeeOther) })
+
+	mux.Handle("GET /live", s.require(RoleOperator, page, s.handleLive))
+	mux.Handle("GET /live/cameras", s.require(RoleOperator, api, s.handleCameras))
+	mux.Handle("GET /live/frame/{file}", s.require(RoleOperator, api, s.handleFrame))
+	mux.Handle("GET /events", s.require(RoleOperator, api, s.handleEvents))
+	mux.Handle("POST /api/v1/claims", s.require(RoleLane, bearerOnly, s.handleClaim))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint")
+	})
+	return s.instrument(securityHeaders(mux))
+}
+
+// Run listens on cfg.Addr and serves until ctx ends, then shuts down
+// gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx ends (then shuts down gracefully within
+// ShutdownTimeout) or the listener fails. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// Streams (/events) lift this for themselves.
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if s.tlsCert != nil {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.tlsCert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	} else {
+		s.log.Warn("WARNING: serving HTTP without TLS: tokens, session cookies, names and faces cross the network in clear text; configure a certificate or put a TLS proxy in front",
+			"addr", ln.Addr().String())
+	}
+	s.log.Info("gate node HTTP listening", "url", scheme+"://"+ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.stop()
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	s.stop()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
+		_ = srv.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("server: %w", serr)
+	}
+	s.log.Info("gate node HTTP stopped")
+	return nil
+}
+
+func (s *Server) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// statusWriter records the status for the request metric. Unwrap lets
+// http.ResponseController reach Flush and SetWriteDeadline underneath.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern // set by the mux on this request
+		if route == "" {
+			route = "unmatched"
+		}
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		s.m.request(route, sw.status)
+	})
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		// same-origin, not no-referrer: under no-referrer a browser sends
+		// "Origin: null" on form POSTs, which the login's origin check refuses.
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if r.TLS != nil {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
