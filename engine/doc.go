@@ -4,5 +4,7 @@
 // engine/vision, dlib recognition in engine/facerec) and the pgvector
 // gallery (engine/gallery) live.
 //
-// Data flows one way: image bytes → Decoder → Embedder → Gallery → Match.
+// Data flows one way: image bytes → StillAnalyzer (decode at full
+// resolution, detect, crop and embed each face: engine/still) → Gallery →
+// Match.
 package engine

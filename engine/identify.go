@@ -25,6 +25,9 @@ type Searcher interface {
 // Timings are the per-stage latencies of one identification.
 type Timings struct {
 	Decode, DetectEmbed, Search time.Duration
+	// Detect and Embed split DetectEmbed: the detector on the whole image,
+	// then cropping and embedding every face.
+	Detect, Embed time.Duration
 }
 
 // Total is the sum of the stages.
@@ -32,17 +35,25 @@ func (t Timings) Total() time.Duration { return t.Decode + t.DetectEmbed + t.Sea
 
 // Identification is the outcome for one face in a probe image.
 type Identification struct {
+	// Face is the face in the probe's own pixels (full resolution). When
+	// Err is set only Face.Box is filled: the detector's box.
 	Face Face
 	// Best is the nearest enrolled person, nil when the gallery is empty.
 	Best *Candidate
 	// Matched is true when Best is within the threshold.
 	Matched bool
+	// Err says why a face the detector found could not be embedded, and so
+	// was not searched (it wraps ErrNoFace when the recogniser found no face
+	// in the crop: a strongly turned or partly hidden face).
+	Err error
 }
 
-// Identifier runs the whole probe path: decode → detect+embed → search → decide.
+// Identifier runs the whole probe path: decode → detect → crop+embed each
+// face → search → decide.
 type Identifier struct {
-	Decoder  Decoder
-	Embedder Embedder
+	// Stills decodes the probe and finds and embeds its faces, with the
+	// same detector and crops as the walk-through pipeline (engine/still).
+	Stills   StillAnalyzer
 	Searcher Searcher
 	// Model tags the embedder's weights; only templates with the same tag match.
 	Model string
@@ -56,30 +67,33 @@ type Identifier struct {
 // may belong to one person, and the best per person is what is reported.
 const searchDepth = 5
 
-// IdentifyImage identifies every face in an encoded image.
+// IdentifyImage identifies every face in an encoded image, in reading order
+// (left to right). It fails with ErrNoFace only when the detector finds no
+// face at all; a face that cannot be embedded is reported in its
+// Identification's Err.
 func (id *Identifier) IdentifyImage(ctx context.Context, data []byte) ([]Identification, Timings, error) {
-	var t Timings
-	start := time.Now()
-	img, err := id.Decoder.Decode(data)
-	t.Decode = time.Since(start)
+	st, err := id.Stills.AnalyzeStill(ctx, data, StillOptions{})
+	t := Timings{Decode: st.Decode, Detect: st.Detect, Embed: st.Embed, DetectEmbed: st.Detect + st.Embed}
 	id.Metrics.observe(StageDecode, t.Decode)
 	if err != nil {
 		return nil, t, err
 	}
-	start = time.Now()
-	faces, err := id.Embedder.Faces(img.JPEG)
-	t.DetectEmbed = time.Since(start)
 	id.Metrics.observe(StageDetectEmbed, t.DetectEmbed)
-	if err != nil {
-		return nil, t, err
+	if len(st.Faces) == 0 {
+		return nil, t, fmt.Errorf("%w in %dx%d image", ErrNoFace, st.Width, st.Height)
 	}
-	if len(faces) == 0 {
-		return nil, t, fmt.Errorf("%w in %dx%d image", ErrNoFace, img.Width, img.Height)
-	}
-	out := make([]Identification, 0, len(faces))
-	start = time.Now()
-	for _, f := range faces {
-		r, err := id.Match(ctx, f)
+	out := make([]Identification, 0, len(st.Faces))
+	start := time.Now()
+	for _, f := range st.Faces {
+		if !f.Embedded {
+			err := f.Err
+			if err == nil {
+				err = errors.New("engine: face was not embedded")
+			}
+			out = append(out, Identification{Face: Face{Box: f.DetectorBox}, Err: err})
+			continue
+		}
+		r, err := id.Match(ctx, f.Face)
 		if err != nil {
 			return nil, t, err
 		}

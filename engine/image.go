@@ -19,9 +19,11 @@ type ImageLimits struct {
 	MaxWidth  int
 	MaxHeight int
 	MaxPixels int
-	// MaxSide is the longest side of the normalised image: larger images are
-	// downscaled before detection, bounding detector time (dlib's CNN costs
-	// about a second per megapixel on one core).
+	// MaxSide is the longest side of the normalised JPEG (Decoder.Decode):
+	// larger images are downscaled, bounding go-face's whole-image detector
+	// time (dlib's CNN costs about a second per megapixel on one core). The
+	// still path (engine/still) keeps full resolution up to the limits
+	// above: its detector downsizes its own copy, and crops need every pixel.
 	MaxSide int
 }
 

@@ -9,13 +9,14 @@ import (
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/facerec"
 	"github.com/loopgate/loopgate/engine/gallery"
-	"github.com/loopgate/loopgate/engine/vision"
+	"github.com/loopgate/loopgate/engine/still"
 	"github.com/loopgate/loopgate/enroll"
 )
 
 // app is the wired engine: models loaded, database open and migrated.
 type app struct {
 	recognizer *facerec.Recognizer
+	stills     *still.Analyzer
 	gallery    *gallery.Gallery
 	identifier *engine.Identifier
 	enroller   *enroll.Service
@@ -41,18 +42,27 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 		g.Close()
 		return nil, fmt.Errorf("%w\n(`loopgate models fetch` fills the model directory)", err)
 	}
-	a.loadModels = time.Since(start)
 	a.recognizer = rec
-	decoder := vision.NewDecoder(engine.DefaultImageLimits)
+	// Stills are detected and cropped as the walk-through pipeline does
+	// camera frames: YuNet on the full-resolution photo, go-face per crop.
+	stills, err := still.New(still.Config{ModelDir: cfg.ModelDir, Limits: engine.DefaultImageLimits}, rec)
+	if err != nil {
+		rec.Close()
+		g.Close()
+		return nil, fmt.Errorf("%w\n(`loopgate models fetch` fills the model directory)", err)
+	}
+	a.loadModels = time.Since(start)
+	a.stills = stills
 	a.identifier = &engine.Identifier{
-		Decoder: decoder, Embedder: rec, Searcher: g,
+		Stills: stills, Searcher: g,
 		Model: rec.ModelTag(), Threshold: cfg.Threshold,
 	}
-	a.enroller = &enroll.Service{Decoder: decoder, Embedder: rec, Store: g, Model: rec.ModelTag()}
+	a.enroller = &enroll.Service{Stills: stills, Store: g, Model: rec.ModelTag()}
 	return a, nil
 }
 
 func (a *app) Close() {
+	a.stills.Close()
 	a.recognizer.Close()
 	a.gallery.Close()
 }

@@ -30,10 +30,12 @@ func runIdentify(ctx context.Context, cfg Config, args []string) error {
 			var t engine.Timings
 			ids, t, err = a.identifier.IdentifyImage(ctx, data)
 			if err == nil {
+				// Boxes are in the photo's own pixels (full resolution, EXIF-rotated).
 				for i, r := range ids {
 					fmt.Printf("%s face %d %v: %s\n", path, i+1, r.Face.Box, describe(r, cfg.Threshold))
 				}
-				fmt.Printf("  timings: decode %s, detect+embed %s, search %s\n", ms(t.Decode), ms(t.DetectEmbed), ms(t.Search))
+				fmt.Printf("  %d face(s); timings: decode %s, detect %s, crop+embed %s, search %s\n",
+					len(ids), ms(t.Decode), ms(t.Detect), ms(t.Embed), ms(t.Search))
 				continue
 			}
 		}
@@ -52,6 +54,8 @@ func runIdentify(ctx context.Context, cfg Config, args []string) error {
 
 func describe(r engine.Identification, threshold float64) string {
 	switch {
+	case r.Err != nil:
+		return fmt.Sprintf("not searched: %v", r.Err)
 	case r.Best == nil:
 		return "no match (gallery is empty)"
 	case r.Matched:

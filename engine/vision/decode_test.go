@@ -8,6 +8,8 @@ import (
 	stdjpeg "image/jpeg"
 	"testing"
 
+	"gocv.io/x/gocv"
+
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/internal/testenv"
 )
@@ -92,5 +94,84 @@ func TestDecodeRejectsBadInput(t *testing.T) {
 		if _, err := d.Decode(c.data); !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
 		}
+	}
+}
+
+// TestDecodeMatFullResolution: the detector's input keeps every pixel;
+// MaxSide applies only to the normalised JPEG.
+func TestDecodeMatFullResolution(t *testing.T) {
+	d := NewDecoder(engine.ImageLimits{})
+	for _, c := range []struct {
+		path          string
+		format        string
+		width, height int
+	}{
+		{"media/obama-1080p.jpg", "jpeg", 1920, 1080},
+		{"datasets/idols/images/pristin.jpg", "jpeg", 2100, 1040},
+		{"datasets/lfw/images/Colin_Powell/Colin_Powell_0001.jpg", "jpeg", 250, 250},
+		{"media/lin-manuel-miranda.png", "png", 704, 612},
+	} {
+		mat, format, err := d.DecodeMat(testenv.SharedFile(t, c.path))
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		if format != c.format || mat.Cols() != c.width || mat.Rows() != c.height || mat.Type() != gocv.MatTypeCV8UC3 {
+			t.Errorf("%s: %s %dx%d type %v, want %s %dx%d 8-bit BGR", c.path, format, mat.Cols(), mat.Rows(), mat.Type(), c.format, c.width, c.height)
+		}
+		mat.Close()
+	}
+}
+
+// TestDecodeMatRejectsBadInput: the same checks as Decode, before OpenCV.
+func TestDecodeMatRejectsBadInput(t *testing.T) {
+	jpg := testenv.SharedFile(t, "datasets/lfw/images/Colin_Powell/Colin_Powell_0001.jpg")
+	d := NewDecoder(engine.ImageLimits{})
+	small := NewDecoder(engine.ImageLimits{MaxWidth: 200, MaxHeight: 200})
+	for _, c := range []struct {
+		name string
+		d    *Decoder
+		data []byte
+		want error
+	}{
+		{"truncated JPEG", d, jpg[:len(jpg)/2], engine.ErrUndecodable},
+		{"corrupt JPEG body", d, append(append([]byte{}, jpg[:600]...), bytes.Repeat([]byte{0xff, 0x00, 0x13}, 400)...), engine.ErrUndecodable},
+		{"text file", d, []byte("name,id\nAda,A123\n"), engine.ErrUnsupportedFormat},
+		{"over the pixel limits", small, jpg, engine.ErrImageTooLarge},
+	} {
+		mat, _, err := c.d.DecodeMat(c.data)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+		if err == nil {
+			mat.Close()
+		}
+	}
+}
+
+// withOrientation inserts an EXIF APP1 segment carrying only the
+// orientation tag right after the JPEG's SOI marker.
+func withOrientation(jpg []byte, orientation uint16) []byte {
+	tiff := []byte{'I', 'I', 42, 0, 8, 0, 0, 0, // little-endian header, IFD at 8
+		1, 0, // one entry
+		0x12, 0x01, 3, 0, 1, 0, 0, 0, byte(orientation), byte(orientation >> 8), 0, 0, // 0x0112 SHORT x1
+		0, 0, 0, 0} // no next IFD
+	payload := append([]byte("Exif\x00\x00"), tiff...)
+	seg := append([]byte{0xff, 0xe1, byte((len(payload) + 2) >> 8), byte(len(payload) + 2)}, payload...)
+	out := append([]byte{}, jpg[:2]...)
+	out = append(out, seg...)
+	return append(out, jpg[2:]...)
+}
+
+// TestDecodeMatAppliesEXIFOrientation: a photo taken with the phone turned
+// is decoded upright, so face boxes are in the pixels a person sees.
+func TestDecodeMatAppliesEXIFOrientation(t *testing.T) {
+	jpg := withOrientation(testenv.SharedFile(t, "media/obama-480p.jpg"), 6) // rotate 90° clockwise to display
+	mat, _, err := NewDecoder(engine.ImageLimits{}).DecodeMat(jpg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mat.Close()
+	if mat.Cols() != 480 || mat.Rows() != 853 {
+		t.Fatalf("decoded %dx%d, want the 853x480 photo turned upright to 480x853", mat.Cols(), mat.Rows())
 	}
 }
