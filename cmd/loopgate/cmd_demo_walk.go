@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -60,7 +61,7 @@ func runDemo(ctx context.Context, cfg Config, args []string) error {
 	if err != nil {
 		return err
 	}
-	revoked, err := demoEnrol(ctx, cfg, man)
+	enrolled, revoked, err := demoEnrol(ctx, cfg, man)
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func runDemo(ctx context.Context, cfg Config, args []string) error {
 	if err := ncfg.Validate(); err != nil {
 		return err
 	}
-	printer := &demoPrinter{man: man, revoked: revoked, out: os.Stdout}
+	printer := &demoPrinter{man: man, enrolled: enrolled, revoked: revoked, out: os.Stdout}
 	stats := &stageStats{}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, err := node.New(ctx, ncfg, node.Options{Sinks: []decision.Sink{printer}, Observe: stats.observe, Logger: logger})
@@ -110,12 +111,13 @@ func runDemo(ctx context.Context, cfg Config, args []string) error {
 }
 
 // demoEnrol registers the clip's enrolled walkers for the demo gate and
-// revokes the last one, so the demo shows every kind of decision. It is
-// idempotent: a second run stores nothing new.
-func demoEnrol(ctx context.Context, cfg Config, man synth.Manifest) (map[string]bool, error) {
+// revokes the last one, so the demo shows every kind of decision. A photo
+// the enrolment quality gate refuses is reported, and that walker then
+// walks as a stranger. It is idempotent: a second run stores nothing new.
+func demoEnrol(ctx context.Context, cfg Config, man synth.Manifest) (enrolled, revoked map[string]bool, err error) {
 	a, err := openApp(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer a.Close()
 	fmt.Printf("== enrol the clip's walkers for gate %q (one photo each, not the one they walk with) ==\n", demoGate)
@@ -127,34 +129,43 @@ func demoEnrol(ctx context.Context, cfg Config, man synth.Manifest) (map[string]
 		id := demoID(w)
 		data, err := readBounded(w.EnrolPhoto, int64(engine.DefaultImageLimits.MaxBytes))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		res, err := a.enroller.Enrol(ctx, enroll.Request{ExternalID: id, Name: demoName(w), Source: "demo", Operator: "demo",
 			Gates: []string{demoGate}, Photos: []enroll.Photo{{Name: w.EnrolPhoto, Data: data}}})
+		var rej *enroll.RejectedError
+		if errors.As(err, &rej) {
+			fmt.Printf("  %-30s REFUSED by the enrolment quality gate: %v\n  %-30s walks as a stranger\n", id, rej.Photos[0].Err, "")
+			continue
+		}
 		if err != nil {
-			return nil, fmt.Errorf("enrol %s: %w", id, err)
+			return nil, nil, fmt.Errorf("enrol %s: %w", id, err)
 		}
 		fmt.Printf("  %-30s %-26q %d template(s) added, %d already enrolled\n", id, demoName(w), res.Stored.Added, res.Stored.AlreadyEnrolled)
 		ids = append(ids, id)
 	}
-	revoked := map[string]bool{}
+	enrolled = map[string]bool{}
+	for _, id := range ids {
+		enrolled[id] = true
+	}
+	revoked = map[string]bool{}
 	if len(ids) > 1 {
 		last := ids[len(ids)-1]
 		if err := a.gallery.Reinstate(ctx, last); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := a.gallery.Revoke(ctx, last, "demo: badge reported lost"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		revoked[last] = true
 		fmt.Printf("  revoked %s (demo: badge reported lost): the gate must deny them with that reason\n", last)
 	}
 	st, err := a.gallery.Stats(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fmt.Printf("  database: %d people, %d templates in all; the gate searches only those registered for it\n\n", st.People, st.Templates)
-	return revoked, nil
+	return enrolled, revoked, nil
 }
 
 func demoID(w synth.WalkerTruth) string   { return "lfw-" + w.Name }
@@ -163,8 +174,9 @@ func demoName(w synth.WalkerTruth) string { return strings.ReplaceAll(w.Name, "_
 // demoPrinter prints each decision as it happens with what the clip's
 // ground truth expected.
 type demoPrinter struct {
-	man     synth.Manifest
-	revoked map[string]bool
+	man      synth.Manifest
+	enrolled map[string]bool // walkers whose enrolment was accepted
+	revoked  map[string]bool
 	out     io.Writer
 	start   time.Time
 
@@ -197,7 +209,7 @@ func (p *demoPrinter) Send(e decision.Event) {
 	want := "nobody in view"
 	if ok {
 		switch {
-		case !w.Enrolled:
+		case !p.enrolled[demoID(w)]:
 			want = "deny (stranger " + w.Name + ")"
 		case p.revoked[demoID(w)]:
 			want = "deny revoked " + demoID(w)
@@ -218,8 +230,8 @@ func (p *demoPrinter) Send(e decision.Event) {
 	switch {
 	case !ok:
 		verdict = "✗ no walker in view"
-	case !w.Enrolled && e.Decision == decision.Deny:
-	case w.Enrolled && !p.revoked[demoID(w)] && e.Decision == decision.Open && e.Person.ExternalID == demoID(w):
+	case !p.enrolled[demoID(w)] && e.Decision == decision.Deny:
+	case p.enrolled[demoID(w)] && !p.revoked[demoID(w)] && e.Decision == decision.Open && e.Person.ExternalID == demoID(w):
 	case p.revoked[demoID(w)] && e.Reason == decision.Revoked && e.Person.ExternalID == demoID(w):
 	default:
 		verdict = "✗"
