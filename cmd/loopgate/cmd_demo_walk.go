@@ -177,8 +177,8 @@ type demoPrinter struct {
 	man      synth.Manifest
 	enrolled map[string]bool // walkers whose enrolment was accepted
 	revoked  map[string]bool
-	out     io.Writer
-	start   time.Time
+	out      io.Writer
+	start    time.Time
 
 	mu      sync.Mutex
 	events  []decision.Event
