@@ -56,7 +56,7 @@ demo: $(DB_TARGET) models
 
 test: $(DB_TARGET) models
 	go vet ./...
-	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' go test -count=1 -timeout 40m ./...
+	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' go test -count=1 -p 1 -timeout 40m ./...
 
 # Quick versions of every benchmark (a few minutes once the LFW embedding
 # cache is warm; the first run embeds ~3,500 LFW images, about 3 minutes).
@@ -65,6 +65,7 @@ bench: $(DB_TARGET) models
 	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' go test -run '^$$' -bench Pipeline -benchtime 1x -timeout 30m ./benchmarks/
 	$(BIN) bench lfw
 	$(BIN) bench identify --quick
+	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' $(BIN) bench search --quick
 
 clean:
 	rm -rf bin
