@@ -52,7 +52,8 @@ type Config struct {
 	// Recognizers is the go-face pool size (default: the number of cores).
 	Recognizers int `yaml:"recognizers"`
 
-	// Quality overrides the gate quality profile's thresholds.
+	// Quality is the gate quality profile (default quality.Gate); a YAML
+	// quality: section overrides the fields it names, the rest stay.
 	Quality *quality.Thresholds `yaml:"quality"`
 
 	Fusion   FusionConfig   `yaml:"fusion"`
@@ -176,6 +177,8 @@ func Defaults() Config {
 	c.Detector.InputWidth = 640
 	c.Detector.ScoreThreshold = 0.75
 	c.Recognizers = runtime.NumCPU()
+	gate := quality.Gate
+	c.Quality = &gate
 	c.Fusion = DefaultFusion
 	c.Tracking = TrackingConfig{MinIoU: track.DefaultConfig.MinIoU, MaxCentreShift: track.DefaultConfig.MaxCentreShift,
 		MaxGap: track.DefaultConfig.MaxGap, MaxAge: track.DefaultConfig.MaxAge, MinTrackHits: 4}

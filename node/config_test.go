@@ -2,9 +2,12 @@ package node
 
 import (
 	"os"
+
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/loopgate/loopgate/engine/quality"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -50,8 +53,16 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			t.Errorf("%q: got %v, want an error naming %q", c.yaml, err, c.want)
 		}
 	}
+	// A partial quality section overrides only what it names.
+	cfg, err := Parse([]byte(base + "quality: {min_inter_eye_px: 30}\n"))
+	if err != nil || cfg.Quality.MinInterEyePx != 30 || cfg.Quality.MinSharpness != quality.Gate.MinSharpness || cfg.Quality.MaxAbsYaw != quality.Gate.MaxAbsYaw {
+		t.Fatalf("partial quality override: %+v %v", cfg.Quality, err)
+	}
+	if quality.Gate.MinInterEyePx == 30 {
+		t.Fatal("the override changed the shared Gate profile")
+	}
 	t.Setenv("LOOPGATE_FUSION_THRESHOLD", "0.41")
-	cfg, err := Parse([]byte(base))
+	cfg, err = Parse([]byte(base))
 	if err != nil || cfg.Fusion.Threshold != 0.41 {
 		t.Fatalf("env override: %v %v", cfg.Fusion.Threshold, err)
 	}

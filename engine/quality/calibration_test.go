@@ -145,8 +145,8 @@ func measureColumns(ms []quality.Measures) map[string][]float64 {
 		cols["sharpness_var"] = append(cols["sharpness_var"], m.SharpnessVar)
 		cols["brightness"] = append(cols["brightness"], m.Brightness)
 		cols["contrast"] = append(cols["contrast"], m.Contrast)
-		cols["|yaw_deg|"] = append(cols["|yaw_deg|"], math.Abs(m.YawDeg))
-		cols["|roll_deg|"] = append(cols["|roll_deg|"], math.Abs(m.RollDeg))
+		cols["abs_yaw_deg"] = append(cols["abs_yaw_deg"], math.Abs(m.YawDeg))
+		cols["abs_roll_deg"] = append(cols["abs_roll_deg"], math.Abs(m.RollDeg))
 		cols["detector_score"] = append(cols["detector_score"], m.DetectorScore)
 	}
 	return cols
@@ -155,7 +155,7 @@ func measureColumns(ms []quality.Measures) map[string][]float64 {
 func (c *calibration) printDistributions(title string, ms []quality.Measures) {
 	c.printf("\n%s\n%s\n", title, distHeader)
 	cols := measureColumns(ms)
-	for _, k := range []string{"inter_eye_px", "sharpness_var", "brightness", "contrast", "|yaw_deg|", "|roll_deg|", "detector_score"} {
+	for _, k := range []string{"inter_eye_px", "sharpness_var", "brightness", "contrast", "abs_yaw_deg", "abs_roll_deg", "detector_score"} {
 		row := distRow(k, cols[k])
 		if k == "detector_score" {
 			row = fmt.Sprintf("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |", k, len(cols[k]), percentile(cols[k], 1), percentile(cols[k], 5),
@@ -188,7 +188,7 @@ func (c *calibration) yawCalibration() {
 	k68 := fit(func(lf lfwFace) float64 { return lf.yawIdx68 })
 	c.printf("\n## Yaw calibration\nReference yaw: scaled-orthographic fit of a 14-point anthropometric 3D model (brows, eye corners, nose wings, mouth corners, lower lip, chin; not the nose tip) to go-face's 68 landmarks.\nFitted k (yaw index = k·tan(reference yaw)), least squares through the origin: **%.3f** with YuNet's five landmarks, %.3f with go-face's 68 reduced to five (in use: %.2f).\n",
 		k, k68, quality.NoseDepthRatio)
-	c.printf("\n| reference |yaw| | n | median |ours| (YuNet) | median |ours - reference| | p90 |ours - reference| |\n|---|---|---|---|---|\n")
+	c.printf("\n| reference abs(yaw) | n | median abs(ours) (YuNet) | median abs(ours - reference) | p90 abs(ours - reference) |\n|---|---|---|---|---|\n")
 	bins := []float64{0, 5, 10, 15, 20, 30, 45, 90}
 	for i := 0; i+1 < len(bins); i++ {
 		var ours, errs []float64
@@ -277,7 +277,7 @@ func (c *calibration) genuineByYaw() {
 			}
 		}
 	}
-	c.printf("\n## Genuine distance by |yaw|: %d people, up to 8 photos each; each photo against the same person's most frontal photo\n| probe |yaw| (ours) | pairs | p50 distance | p90 distance | match rate at 0.6 |\n|---|---|---|---|---|\n", people)
+	c.printf("\n## Genuine distance by abs(yaw): %d people, up to 8 photos each; each photo against the same person's most frontal photo\n| probe abs(yaw) (ours) | pairs | p50 distance | p90 distance | match rate at %.2f |\n|---|---|---|---|---|\n", people, engine.DefaultMatchThreshold)
 	bins := []float64{0, 10, 20, 25, 30, 35, 40, 50, 90}
 	for i := 0; i+1 < len(bins); i++ {
 		var ds []float64
@@ -536,10 +536,10 @@ func (c *calibration) degradations() {
 			}
 		}
 	}
-	c.printf("Clean photo 1 vs photo 2 of the same person: distance p50 %.3f, p90 %.3f, match rate at 0.6 %s.\n\n",
-		percentile(genuine, 50), percentile(genuine, 90), rate(match, len(genuine)))
+	c.printf("Clean photo 1 vs photo 2 of the same person: distance p50 %.3f, p90 %.3f, match rate at %.2f (engine.DefaultMatchThreshold) %s.\n\n",
+		percentile(genuine, 50), percentile(genuine, 90), engine.DefaultMatchThreshold, rate(match, len(genuine)))
 	c.printf("Measures are YuNet + MeasureFace on the degraded frame (for scale: the small frame); drift and match use go-face on the degraded image (for scale: enlarged back).\n\n")
-	c.printf("| degradation | n | YuNet found | go-face found | inter-eye p50 | sharpness p50 | brightness p50 | contrast p50 | |roll| p50 | drift p50 | drift p90 | drift > 0.15 | match vs other photo |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	c.printf("| degradation | n | YuNet found | go-face found | inter-eye p50 | sharpness p50 | brightness p50 | contrast p50 | abs(roll) p50 | drift p50 | drift p90 | drift > 0.15 | match vs other photo at %.2f |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n", engine.DefaultMatchThreshold)
 	for i, d := range ds {
 		rs := results[i]
 		var drift, eye, sharp, bright, con, roll []float64
@@ -583,7 +583,7 @@ func (c *calibration) degradations() {
 		[]float64{0, 150, 160, 170, 180, 190, 200, 210, 220, 230, 256})
 	c.pooled("contrast (contrast variants and clean)", []string{"contrast", "clean"}, func(m quality.Measures) float64 { return m.Contrast },
 		[]float64{0, 5, 8, 10, 12, 14, 16, 18, 20, 22, 25, 30, 1e9})
-	c.pooled("|roll_deg| measured on the rotated image (roll variants and clean)", []string{"roll", "clean"}, func(m quality.Measures) float64 { return math.Abs(m.RollDeg) },
+	c.pooled("abs_roll_deg measured on the rotated image (roll variants and clean)", []string{"roll", "clean"}, func(m quality.Measures) float64 { return math.Abs(m.RollDeg) },
 		[]float64{0, 5, 10, 15, 20, 25, 30, 35, 45, 90})
 }
 
@@ -602,7 +602,7 @@ func (c *calibration) pooled(title string, kinds []string, value func(quality.Me
 				matched: lf.hasPair && engine.Distance(lf.f.Embedding, lf.other) <= engine.DefaultMatchThreshold})
 		}
 	}
-	c.printf("\n### Drift by measured %s\n| bin | n | go-face found | drift p50 | drift p90 | drift > 0.15 | match vs other photo |\n|---|---|---|---|---|---|---|\n", title)
+	c.printf("\n### Drift by measured %s\n| bin | n | go-face found | drift p50 | drift p90 | drift > 0.15 | match vs other photo at %.2f |\n|---|---|---|---|---|---|---|\n", title, engine.DefaultMatchThreshold)
 	for i := 0; i+1 < len(edges); i++ {
 		var drift []float64
 		n, found, over, matched, withOther := 0, 0, 0, 0, 0

@@ -49,7 +49,7 @@ const NoseDepthRatio = 0.55
 // walk-through distances), pitch ignored except that the midline is taken
 // at the nose tip's height, and landmarks rounded to whole pixels (at 24 px
 // between the eyes one pixel is about 2.4° of roll). Against the reference
-// yaw on 299 LFW faces the estimate is off by 2–4° at the median and 5–10°
+// yaw on 299 LFW faces the estimate is off by 2–4° at the median and 6–10°
 // at p90 (Pearson 0.94); it is an honest angle to within that, not a
 // precise one. LFW holds few faces past 40°, so larger angles are
 // untested.

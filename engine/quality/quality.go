@@ -83,20 +83,21 @@ func FromLandmarks(faces int, landmarks [5]image.Point, detectorScore float64) M
 }
 
 // Thresholds is a quality profile. A zero limit disables its check, so a
-// profile states only what it cares about.
+// profile states only what it cares about. The YAML keys (node config
+// overrides) are the JSON ones.
 type Thresholds struct {
 	// Name identifies the profile in reports and metrics.
-	Name string `json:"name"`
+	Name string `json:"name" yaml:"name"`
 	// MaxFaces is how many faces may be in view (0: any number, each face
 	// judged on its own). A frame with no face always fails face_count.
-	MaxFaces      int     `json:"max_faces"`
-	MinInterEyePx float64 `json:"min_inter_eye_px"`
-	MinSharpness  float64 `json:"min_sharpness"`
-	MinBrightness float64 `json:"min_brightness"`
-	MaxBrightness float64 `json:"max_brightness"`
-	MinContrast   float64 `json:"min_contrast"`
-	MaxAbsYaw     float64 `json:"max_abs_yaw_deg"`
-	MaxAbsRoll    float64 `json:"max_abs_roll_deg"`
+	MaxFaces      int     `json:"max_faces" yaml:"max_faces"`
+	MinInterEyePx float64 `json:"min_inter_eye_px" yaml:"min_inter_eye_px"`
+	MinSharpness  float64 `json:"min_sharpness" yaml:"min_sharpness"`
+	MinBrightness float64 `json:"min_brightness" yaml:"min_brightness"`
+	MaxBrightness float64 `json:"max_brightness" yaml:"max_brightness"`
+	MinContrast   float64 `json:"min_contrast" yaml:"min_contrast"`
+	MaxAbsYaw     float64 `json:"max_abs_yaw_deg" yaml:"max_abs_yaw_deg"`
+	MaxAbsRoll    float64 `json:"max_abs_roll_deg" yaml:"max_abs_roll_deg"`
 }
 
 // Failure is one failed check.
