@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/loopgate/loopgate/benchmarks/accuracy"
@@ -21,12 +23,16 @@ import (
 // runBench runs the accuracy benchmarks on embeddings cached under
 // .loopgate/cache: `bench lfw` (View 2 verification), `bench identify`
 // (1:N, enrolment choices, walk-through fusion, calibration) and
-// `bench embed` (fill the caches only).
+// `bench embed` (fill the caches only); `bench search` measures gallery
+// search scaling on synthetic embeddings in PostgreSQL.
 func runBench(ctx context.Context, cfg Config, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bench lfw|identify|embed [flags]", errUsage)
+		return fmt.Errorf("%w: bench lfw|identify|embed|search [flags]", errUsage)
 	}
 	which := args[0]
+	if which == "search" {
+		return runBenchSearch(ctx, cfg, args[1:])
+	}
 	fs := flag.NewFlagSet("bench "+which, flag.ContinueOnError)
 	cacheDir := fs.String("cache", ".loopgate/cache", "embedding cache directory")
 	outDir := fs.String("out", "benchmarks/results", "directory for the Markdown reports and PNG plots")
@@ -52,7 +58,7 @@ func runBench(ctx context.Context, cfg Config, args []string) error {
 			return err
 		}
 	default:
-		return fmt.Errorf("%w: unknown benchmark %q (want lfw, identify or embed)", errUsage, which)
+		return fmt.Errorf("%w: unknown benchmark %q (want lfw, identify, embed or search)", errUsage, which)
 	}
 
 	start := time.Now()
@@ -124,5 +130,54 @@ func runBench(ctx context.Context, cfg Config, args []string) error {
 	}
 	abs, _ := filepath.Abs(env.OutDir)
 	fmt.Printf("bench %s: done in %s; reports in %s\n", which, time.Since(start).Round(time.Second), abs)
+	return nil
+}
+
+// runBenchSearch is `bench search`: exact scan vs HNSW vs in-process scan
+// over synthetic galleries in a throw-away schema of the test database
+// (LOOPGATE_TEST_DATABASE_URL) or, without it, the configured database.
+func runBenchSearch(ctx context.Context, cfg Config, args []string) error {
+	fs := flag.NewFlagSet("bench search", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "reduced run: galleries up to 100k templates, fewer queries")
+	sizesFlag := fs.String("sizes", "", "comma-separated gallery sizes in templates (default 1000,10000,100000,1000000; --quick up to 100000)")
+	queries := fs.Int("queries", 0, "queries per method and size (default 400, --quick 200)")
+	cacheDir := fs.String("cache", ".loopgate/cache", "embedding cache directory (the LFW cache calibrates the synthetic vectors)")
+	outDir := fs.String("out", "benchmarks/results", "directory for the Markdown report and PNG plots")
+	seed := fs.Uint64("seed", 1, "seed for every random choice")
+	noProgress := fs.Bool("no-progress", false, "no progress bar on stderr")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: bench search takes flags only", errUsage)
+	}
+	opt := accuracy.DefaultSearchOptions(*quick)
+	if *sizesFlag != "" {
+		opt.Sizes = nil
+		for _, f := range strings.Split(*sizesFlag, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("%w: --sizes wants positive integers, got %q", errUsage, f)
+			}
+			opt.Sizes = append(opt.Sizes, n)
+		}
+	}
+	if *queries > 0 {
+		opt.Queries = *queries
+	}
+	opt.DatabaseURL = os.Getenv("LOOPGATE_TEST_DATABASE_URL")
+	if opt.DatabaseURL == "" {
+		opt.DatabaseURL = cfg.DatabaseURL
+	}
+	env := &accuracy.Env{CacheDir: *cacheDir, OutDir: *outDir, Logger: slog.Default(), Seed: *seed, Quick: *quick}
+	if !*noProgress {
+		env.Progress = os.Stderr
+	}
+	start := time.Now()
+	if _, err := accuracy.RunSearch(ctx, env, opt); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(env.OutDir)
+	fmt.Printf("bench search: done in %s; reports in %s\n", time.Since(start).Round(time.Second), abs)
 	return nil
 }
