@@ -29,7 +29,7 @@ var envVars = []envVar{
 	{"LOOPGATE_PG_PORT", "project-local cluster port (default 55432)"},
 	{"LOOPGATE_MODEL_DIR", "verified model files (default .loopgate/models)"},
 	{"LOOPGATE_MODEL_MIRROR", "local mirror directories for `models fetch`, ':'-separated"},
-	{"LOOPGATE_MATCH_THRESHOLD", fmt.Sprintf("Euclidean distance threshold (default %.2f)", engine.DefaultMatchThreshold)},
+	{"LOOPGATE_MATCH_THRESHOLD", fmt.Sprintf("per-comparison Euclidean threshold for identify (default %.2f; gate nodes use their fusion config)", engine.DefaultMatchThreshold)},
 	{"LOOPGATE_DETECTOR", "hog, cnn or hog+cnn (default hog+cnn: CNN only when HOG finds nothing)"},
 	{"LOOPGATE_SHARED_DIR", "the shared data set used by `demo` (default ../shared)"},
 }

@@ -33,7 +33,7 @@ var commands = []command{
 	{"migrate", "apply database migrations (also done by every command that uses the database)", runMigrate},
 	{"models", "models fetch [--mirror DIR] [--no-download] | models verify", runModels},
 	{"serve", "serve --config FILE: the walk-through gate node (cameras → decisions)", runServe},
-	{"enroll", "enroll --id ID --name NAME [--store-good] PHOTO...", runEnroll},
+	{"enroll", "enroll --id ID --name NAME [--gate GATE]... [--store-good] PHOTO...", runEnroll},
 	{"identify", "identify PHOTO...: best match per face, or no match", runIdentify},
 	{"demo", "the walk-through on a synthetic clip with live view and latencies (demo stills: the still-photo demo)", runDemo},
 	{"stats", "count enrolled people and templates", runStats},
