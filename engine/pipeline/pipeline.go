@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -117,8 +118,9 @@ type Pipeline struct {
 	cfg  Config
 	deps Deps
 	log  *slog.Logger
-	// trackBase makes track ids unique across restarts of the node.
-	trackBase int64
+	// trackBase makes track ids unique across restarts of the node; each
+	// camera takes its own block (cameras start concurrently).
+	trackBase atomic.Int64
 }
 
 // New validates the configuration and returns a pipeline.
@@ -132,7 +134,9 @@ func New(cfg Config, deps Deps) (*Pipeline, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	return &Pipeline{cfg: cfg, deps: deps, log: deps.Logger, trackBase: time.Now().UnixMilli() * 1000}, nil
+	p := &Pipeline{cfg: cfg, deps: deps, log: deps.Logger}
+	p.trackBase.Store(time.Now().UnixMilli() * 1000)
+	return p, nil
 }
 
 // trackState is what the pipeline knows about one traveller.
@@ -168,8 +172,7 @@ type camera struct {
 // track is decided and RunCamera returns nil). det belongs to this camera.
 func (p *Pipeline) RunCamera(ctx context.Context, src Source, det Detector, lane string) error {
 	// Each camera gets its own track-id block so ids are unique per node.
-	p.trackBase += 1_000_000
-	tr, err := track.New(p.cfg.Track, p.trackBase)
+	tr, err := track.New(p.cfg.Track, p.trackBase.Add(1_000_000))
 	if err != nil {
 		return err
 	}
