@@ -66,6 +66,7 @@ bench: $(DB_TARGET) models
 	$(BIN) bench lfw
 	$(BIN) bench identify --quick
 	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' $(BIN) bench search --quick
+	LOOPGATE_TEST_DATABASE_URL='$(TEST_DB_URL)' $(BIN) bench pipeline
 
 clean:
 	rm -rf bin

@@ -155,7 +155,7 @@ func RunSearch(ctx context.Context, env *Env, opt SearchOptions) (*SearchReport,
 	gal.Templates, gal.Owner = gal.Templates[:maxSize], gal.Owner[:maxSize]
 	rep.Generated = MeasureSynthetic(gal, 200000, env.Seed)
 
-	schemaURL, drop, err := benchSchema(ctx, opt.DatabaseURL)
+	schemaURL, drop, err := benchSchema(ctx, opt.DatabaseURL, "search")
 	if err != nil {
 		return nil, err
 	}
@@ -232,9 +232,10 @@ func MeasureSynthetic(g SyntheticGallery, impostorPairs int, seed uint64) Embedd
 	return ref
 }
 
-// benchSchema creates a fresh schema and returns a URL whose search_path
-// points at it, and a function that drops it.
-func benchSchema(ctx context.Context, base string) (string, func(), error) {
+// benchSchema creates a fresh schema named bench_<name>_<random> (so a
+// leftover says which benchmark left it) and returns a URL whose
+// search_path points at it, and a function that drops it.
+func benchSchema(ctx context.Context, base, name string) (string, func(), error) {
 	conn, err := pgx.Connect(ctx, base)
 	if err != nil {
 		return "", nil, fmt.Errorf("accuracy: connect: %w", err)
@@ -242,7 +243,7 @@ func benchSchema(ctx context.Context, base string) (string, func(), error) {
 	defer conn.Close(ctx)
 	var suffix [6]byte
 	_, _ = crand.Read(suffix[:])
-	schema := "bench_search_" + hex.EncodeToString(suffix[:])
+	schema := "bench_" + name + "_" + hex.EncodeToString(suffix[:])
 	// The extension is per database; the advisory lock (as testenv) keeps
 	// parallel test packages from racing on it.
 	for _, q := range []string{
@@ -272,7 +273,7 @@ func benchSchema(ctx context.Context, base string) (string, func(), error) {
 	}
 	q := u.Query()
 	q.Set("search_path", schema+",public")
-	q.Set("application_name", "loopgate-bench-search")
+	q.Set("application_name", "loopgate-bench-"+name)
 	u.RawQuery = q.Encode()
 	return u.String(), drop, nil
 }

@@ -39,7 +39,7 @@ var commands = []command{
 	{"stats", "count enrolled people and templates", runStats},
 	{"synth", "synth walk ...: write a synthetic walk-through clip and its ground truth", runSynth},
 	{"person", "person revoke|reinstate|gates|validity --id ID ...: manage a registration", runPerson},
-	{"bench", "bench lfw|identify|search|embed ...: benchmarks with Markdown reports and plots in benchmarks/results", runBench},
+	{"bench", "bench lfw|identify|search|pipeline|embed ...: benchmarks with Markdown reports and plots in benchmarks/results", runBench},
 }
 
 // errUsage marks a command-line mistake: the message says what was wrong.
