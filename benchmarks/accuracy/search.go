@@ -140,30 +140,39 @@ func RecallAtK(got, exact [][]int64, k int) float64 {
 	return sum / float64(n)
 }
 
+// scored is a candidate template ID at distance d.
+type scored[D float32 | float64] struct {
+	id int64
+	d  D
+}
+
+// pushTopK inserts (id, d) into top, kept sorted nearest first and at most
+// k long. Callers skip candidates no nearer than top[k-1] before calling.
+func pushTopK[D float32 | float64](top []scored[D], k int, id int64, d D) []scored[D] {
+	j := len(top)
+	top = append(top, scored[D]{})
+	for j > 0 && top[j-1].d > d {
+		top[j] = top[j-1]
+		j--
+	}
+	top[j] = scored[D]{id, d}
+	if len(top) > k {
+		top = top[:k]
+	}
+	return top
+}
+
 // BruteForceTopK returns the 1-based indexes (the template IDs the bench
 // loads) of the k vectors of gallery nearest to q by engine.Distance,
 // nearest first: the exact answer, in process.
 func BruteForceTopK(gallery []engine.Embedding, q engine.Embedding, k int) []int64 {
-	type hit struct {
-		id int64
-		d  float64
-	}
-	top := make([]hit, 0, k+1)
+	top := make([]scored[float64], 0, k+1)
 	for i := range gallery {
 		d := engine.Distance(gallery[i], q)
 		if len(top) == k && d >= top[k-1].d {
 			continue
 		}
-		j := len(top)
-		top = append(top, hit{})
-		for j > 0 && top[j-1].d > d {
-			top[j] = top[j-1]
-			j--
-		}
-		top[j] = hit{int64(i + 1), d}
-		if len(top) > k {
-			top = top[:k]
-		}
+		top = pushTopK(top, k, int64(i+1), d)
 	}
 	out := make([]int64, len(top))
 	for i, h := range top {
@@ -516,11 +525,7 @@ func ParallelScanTopK(flat []float32, q engine.Embedding, k, workers int) []int6
 	const d = engine.EmbeddingDim
 	n := len(flat) / d
 	workers = max(1, min(workers, n/1024+1))
-	type hit struct {
-		id int64
-		d  float32
-	}
-	parts := make([][]hit, workers)
+	parts := make([][]scored[float32], workers)
 	var wg sync.WaitGroup
 	chunk := (n + workers - 1) / workers
 	for w := range workers {
@@ -528,7 +533,7 @@ func ParallelScanTopK(flat []float32, q engine.Embedding, k, workers int) []int6
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			top := make([]hit, 0, k+1)
+			top := make([]scored[float32], 0, k+1)
 			for i := lo; i < hi; i++ {
 				v := flat[i*d : i*d+d : i*d+d]
 				var s0, s1, s2, s3 float32
@@ -543,22 +548,13 @@ func ParallelScanTopK(flat []float32, q engine.Embedding, k, workers int) []int6
 				if len(top) == k && dist >= top[k-1].d {
 					continue
 				}
-				j := len(top)
-				top = append(top, hit{})
-				for j > 0 && top[j-1].d > dist {
-					top[j] = top[j-1]
-					j--
-				}
-				top[j] = hit{int64(i + 1), dist}
-				if len(top) > k {
-					top = top[:k]
-				}
+				top = pushTopK(top, k, int64(i+1), dist)
 			}
 			parts[w] = top
 		}()
 	}
 	wg.Wait()
-	var all []hit
+	var all []scored[float32]
 	for _, p := range parts {
 		all = append(all, p...)
 	}
