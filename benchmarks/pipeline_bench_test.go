@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/loopgate/loopgate/benchmarks/accuracy"
 	"github.com/loopgate/loopgate/camera/synth"
 	"github.com/loopgate/loopgate/engine/decision"
 	"github.com/loopgate/loopgate/engine/pipeline"
@@ -45,15 +45,15 @@ func BenchmarkPipeline(b *testing.B) {
 					frames := len(r.stage[pipeline.StageFrame])
 					b.ReportMetric(float64(frames)/r.wall.Seconds(), "frames/s")
 					b.ReportMetric(r.dropped, "dropped")
-					b.ReportMetric(ms(quantile(r.stage[pipeline.StageFrame], 0.5)), "frame-p50-ms")
-					b.ReportMetric(ms(quantile(r.stage[pipeline.StageFrame], 0.99)), "frame-p99-ms")
-					b.ReportMetric(ms(quantile(r.stage[pipeline.StageDetect], 0.5)), "detect-p50-ms")
-					b.ReportMetric(ms(quantile(r.stage[pipeline.StageEmbed], 0.5)), "embed-p50-ms")
-					b.ReportMetric(ms(quantile(r.stage[pipeline.StageSearch], 0.5)), "search-p50-ms")
+					b.ReportMetric(ms(accuracy.LatencyQuantile(r.stage[pipeline.StageFrame], 0.5)), "frame-p50-ms")
+					b.ReportMetric(ms(accuracy.LatencyQuantile(r.stage[pipeline.StageFrame], 0.99)), "frame-p99-ms")
+					b.ReportMetric(ms(accuracy.LatencyQuantile(r.stage[pipeline.StageDetect], 0.5)), "detect-p50-ms")
+					b.ReportMetric(ms(accuracy.LatencyQuantile(r.stage[pipeline.StageEmbed], 0.5)), "embed-p50-ms")
+					b.ReportMetric(ms(accuracy.LatencyQuantile(r.stage[pipeline.StageSearch], 0.5)), "search-p50-ms")
 					if !fast {
-						b.ReportMetric(ms(quantile(r.c2d, 0.5)), "capture-to-decision-p50-ms")
-						b.ReportMetric(ms(quantile(r.c2d, 0.99)), "capture-to-decision-p99-ms")
-						b.ReportMetric(ms(quantile(r.fq2d, 0.5)), "firstquality-to-decision-p50-ms")
+						b.ReportMetric(ms(accuracy.LatencyQuantile(r.c2d, 0.5)), "capture-to-decision-p50-ms")
+						b.ReportMetric(ms(accuracy.LatencyQuantile(r.c2d, 0.99)), "capture-to-decision-p99-ms")
+						b.ReportMetric(ms(accuracy.LatencyQuantile(r.fq2d, 0.5)), "firstquality-to-decision-p50-ms")
 						b.ReportMetric(float64(r.openedInTime), "enrolled-opened-in-time")
 					}
 					b.ReportMetric(float64(r.decisions), "decisions")
@@ -127,14 +127,5 @@ type sinkFunc func(decision.Event)
 func (f sinkFunc) Name() string          { return "bench" }
 func (f sinkFunc) Send(e decision.Event) { f(e) }
 func (f sinkFunc) Close() error          { return nil }
-
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loopgate/loopgate/benchmarks/accuracy"
 	"github.com/loopgate/loopgate/camera/synth"
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/decision"
@@ -293,10 +294,8 @@ func printQuantiles(name string, ds []time.Duration) {
 		fmt.Printf("  %-34s %6d %9s %9s %9s\n", name, 0, "-", "-", "-")
 		return
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	fmt.Printf("  %-34s %6d %9s %9s %9s\n", name, len(s), ms(q(0.5)), ms(q(0.99)), ms(s[len(s)-1]))
+	fmt.Printf("  %-34s %6d %9s %9s %9s\n", name, len(ds), ms(accuracy.LatencyQuantile(ds, 0.5)),
+		ms(accuracy.LatencyQuantile(ds, 0.99)), ms(slices.Max(ds)))
 }
 
 // stageStats keeps every stage time of a run (the demo is short).

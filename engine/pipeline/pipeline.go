@@ -205,13 +205,13 @@ func (c *camera) process(ctx context.Context, f *vision.Frame) {
 	}
 	m.frame(c.name)
 	dets, err := c.det.Detect(f.Mat)
-	c.stage(StageDetect, time.Since(start))
+	detectTime := time.Since(start)
+	c.stage(StageDetect, detectTime)
 	if err != nil {
 		m.failed(c.name, "detect")
 		c.p.log.Warn("detect failed", "camera", c.name, "seq", f.Seq, "err", err)
 		return
 	}
-	detectTime := time.Since(start)
 	boxes := make([]image.Rectangle, len(dets))
 	for i, d := range dets {
 		boxes[i] = d.Box
