@@ -14,6 +14,7 @@ packages=(
   libopencv-dev                       # OpenCV 4.6 (bookworm): gocv v0.32.0 is the newest release that builds on it
   postgresql-15 postgresql-server-dev-15
   chromium fonts-dejavu-core           # headless browser tests of the /live page (and the officers' page)
+  prometheus                           # deploy/ tests: a real Prometheus scrapes a node; promtool checks the rules
 )
 
 sudo=()

@@ -83,6 +83,9 @@ type PhotoResult struct {
 	Width, Height int
 	// Faces is how many faces the detector found.
 	Faces int
+	// Box is the detector's box of the face the report describes (the
+	// largest), in the photo's pixels; empty when no face was found.
+	Box image.Rectangle
 	// Quality is the photo's quality report against the service's profile
 	// (with several faces, for the largest). It is empty on the deprecated
 	// Decoder/Embedder path.
@@ -246,6 +249,7 @@ func (s *Service) checkPhoto(ctx context.Context, p Photo) PhotoResult {
 		errs = append(errs, fmt.Errorf("%w in the %dx%d image: use a frontal, well-lit photo", engine.ErrNoFace, st.Width, st.Height))
 	} else {
 		face := largestFace(st.Faces)
+		pr.Box = face.DetectorBox
 		pr.Quality = quality.Assess(face.Measures, profile)
 		switch {
 		case len(st.Faces) > 1:
