@@ -19,25 +19,47 @@ var ErrNoPool = errors.New("sink: audit needs a database pool")
 
 // AuditConfig tunes the audit sink; the zero value is usable.
 //
-// The queue lives in memory only: a process crash or a database outage
-// longer than the queue holds loses decisions (each loss is counted and
-// logged with the whole event, so it can be recovered from the log). A
-// durable on-disk queue is a separate, later issue.
+// Without SpoolDir the backlog lives in memory only: a process crash, or a
+// database outage longer than the queue holds, loses decisions (each loss
+// is counted and logged with the whole event, so it can be recovered from
+// the log).
 //
-// Overflow drops the OLDEST queued event, like the webhook: either choice
-// loses one record, and the recent ones are what operators ask about first
-// when the database comes back.
+// With SpoolDir, Send appends each decision to a spool on local disk and
+// fsyncs it before returning, so decisions made while the database is down
+// survive a crash (SIGKILL, power cut) and are written when it returns,
+// including by the next start. The spool delivers at least once; the
+// INSERT ignores an event_id it already has, so the table gets each
+// decision exactly once. When the spool cannot take a decision (disk full,
+// SpoolMaxBytes reached, I/O error) it is held in memory instead, up to
+// QueueSize, and the next decision the spool takes brings those to disk
+// too: nothing is lost unless the memory queue overflows as well, or the
+// process dies while they are in memory (loopgate_sink_spool_fallback_length
+// says how many that would be).
+//
+// Memory overflow drops the OLDEST queued event, like the webhook: either
+// choice loses one record, and the recent ones are what operators ask about
+// first when the database comes back.
 type AuditConfig struct {
 	Name string // metrics label; default "audit"
-	// QueueSize bounds the backlog kept while the database is unreachable;
-	// default 10000 (about 10 MB of events).
+	// QueueSize bounds the backlog kept in memory: all of it without a
+	// spool, only what the spool could not take with one; default 10000
+	// (about 10 MB of events).
 	QueueSize int
+	// SpoolDir is the spool's directory on local disk, its own (created
+	// 0700; files 0600, decisions carry names; one process at a time, it is
+	// locked). Empty: no spool, the backlog is in memory only.
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool on disk; default 1 GiB (about two
+	// million decisions of 500 bytes), minimum 16 KiB.
+	SpoolMaxBytes int64
 	// MinBackoff and MaxBackoff bound the retry backoff; defaults 200 ms and 10 s.
 	MinBackoff, MaxBackoff time.Duration
 	// WriteTimeout bounds one INSERT (including getting a connection);
 	// default 5 s.
 	WriteTimeout time.Duration
-	// FlushTimeout bounds how long Close keeps writing the backlog; default 10 s.
+	// FlushTimeout bounds how long Close keeps writing the backlog; default
+	// 10 s. With a spool, Close stops at the first failed write too, and
+	// what is left stays in the spool for the next start.
 	FlushTimeout time.Duration
 	Metrics      *Metrics
 	Logger       *slog.Logger
@@ -52,23 +74,36 @@ type AuditConfig struct {
 type Audit struct {
 	pool    *pgxpool.Pool
 	cfg     AuditConfig
-	p       pump
+	q       auditQueue
 	backoff backoff
+	// stopRetrying, with a spool, reports that Close has begun: a failed
+	// write then leaves its event in the spool instead of being retried.
+	stopRetrying func() bool
+}
+
+// auditQueue is the backlog: pump (memory) or spooledPump (disk).
+type auditQueue interface {
+	send(decision.Event)
+	backlog() int
+	shutdown(ctx context.Context) error
 }
 
 var _ decision.Sink = (*Audit)(nil)
 
 // NewAudit starts an audit writer on pool (gallery.Gallery.Pool() gives
-// one; the schema must be migrated).
+// one; the schema must be migrated). With cfg.SpoolDir it first takes stock
+// of the spool, and starts by writing what a previous run left there.
 func NewAudit(pool *pgxpool.Pool, cfg AuditConfig) (*Audit, error) {
 	if pool == nil {
 		return nil, ErrNoPool
 	}
-	if cfg.QueueSize < 0 || cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.WriteTimeout < 0 || cfg.FlushTimeout < 0 {
+	if cfg.QueueSize < 0 || cfg.SpoolMaxBytes < 0 || cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 ||
+		cfg.WriteTimeout < 0 || cfg.FlushTimeout < 0 {
 		return nil, errors.New("sink: audit: durations and sizes must not be negative")
 	}
 	cfg.Name = orDefault(cfg.Name, "audit")
 	cfg.QueueSize = orDefault(cfg.QueueSize, 10000)
+	cfg.SpoolMaxBytes = orDefault(cfg.SpoolMaxBytes, 1<<30)
 	cfg.MinBackoff = orDefault(cfg.MinBackoff, 200*time.Millisecond)
 	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, 10*time.Second)
 	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 5*time.Second)
@@ -78,7 +113,17 @@ func NewAudit(pool *pgxpool.Pool, cfg AuditConfig) (*Audit, error) {
 		return nil, fmt.Errorf("sink: audit: MaxBackoff %v < MinBackoff %v", cfg.MaxBackoff, cfg.MinBackoff)
 	}
 	a := &Audit{pool: pool, cfg: cfg, backoff: backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}}
-	a.p = pump{
+	if cfg.SpoolDir != "" {
+		sp, err := openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, cfg.Name, cfg.Metrics, cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("sink: audit: %w", err)
+		}
+		sq := newSpooledPump(sp, cfg.QueueSize, cfg.Name, cfg.Metrics, cfg.Logger, cfg.FlushTimeout, a.deliver)
+		a.q, a.stopRetrying = sq, sq.closingNow
+		sq.start()
+		return a, nil
+	}
+	p := &pump{
 		name:         cfg.Name,
 		logEvents:    true,
 		q:            newQueue(cfg.QueueSize),
@@ -87,29 +132,33 @@ func NewAudit(pool *pgxpool.Pool, cfg AuditConfig) (*Audit, error) {
 		flushTimeout: cfg.FlushTimeout,
 		deliver:      a.deliver,
 	}
-	a.p.start()
+	a.q = p
+	p.start()
 	return a, nil
 }
 
 // Name is the metrics label.
 func (a *Audit) Name() string { return a.cfg.Name }
 
-// Send queues e; never blocks.
-func (a *Audit) Send(e decision.Event) { a.p.send(e) }
+// Send queues e; it never waits for the database. With a spool it returns
+// once e is on disk and fsynced (or, the spool failing, held in memory).
+func (a *Audit) Send(e decision.Event) { a.q.send(e) }
 
-// Backlog is the number of events waiting to be written.
-func (a *Audit) Backlog() int { return a.p.q.len() }
+// Backlog is the number of events waiting to be written (with a spool: on
+// disk, being written, and held in memory).
+func (a *Audit) Backlog() int { return a.q.backlog() }
 
-// Close writes the backlog within FlushTimeout, then stops. Events still
-// unwritten are counted, logged in full, and reported in the error. It does
-// not close the pool.
-func (a *Audit) Close() error { return a.p.close() }
+// Close writes the backlog within FlushTimeout, then stops. Without a
+// spool, events still unwritten are counted, logged in full, and reported
+// in the error; with one they stay in the spool for the next start, and
+// only those it could not take are. It does not close the pool.
+func (a *Audit) Close() error { return a.Shutdown(context.Background()) }
 
 // Shutdown is Close bounded by ctx as well.
 func (a *Audit) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.FlushTimeout)
 	defer cancel()
-	return a.p.shutdown(ctx)
+	return a.q.shutdown(ctx)
 }
 
 const insertDecision = `
@@ -149,7 +198,7 @@ func (a *Audit) deliver(ctx context.Context, e decision.Event) bool {
 	name, log := a.cfg.Name, a.cfg.Logger
 	raw, err := json.Marshal(e)
 	if err != nil {
-		a.p.m.failed(name, FailMarshal)
+		a.cfg.Metrics.failed(name, FailMarshal)
 		log.Error("AUDIT: decision not recorded: cannot encode it", "sink", name, "event_id", e.ID, "err", err)
 		return true
 	}
@@ -161,7 +210,7 @@ func (a *Audit) deliver(ctx context.Context, e decision.Event) bool {
 	for attempt := 0; ; attempt++ {
 		inserted, err := a.insert(ctx, e, raw, personID)
 		if err == nil {
-			a.p.m.delivered(name)
+			a.cfg.Metrics.delivered(name)
 			if !inserted {
 				log.Debug("audit: decision already recorded", "sink", name, "event_id", e.ID)
 			}
@@ -175,22 +224,27 @@ func (a *Audit) deliver(ctx context.Context, e decision.Event) bool {
 			// The registration was deleted between the match and this
 			// write: keep the decision, as the schema's ON DELETE SET NULL
 			// would have.
-			a.p.m.failed(name, FailPersonGone)
+			a.cfg.Metrics.failed(name, FailPersonGone)
 			log.Warn("audit: matched person no longer exists; recording the decision without person_id",
 				"sink", name, "event_id", e.ID, "person_id", *personID)
 			personID = nil
 			continue
 		case rowRejected:
-			a.p.m.failed(name, FailRejected)
+			a.cfg.Metrics.failed(name, FailRejected)
 			log.Error("AUDIT: database refused the decision row; NOT RECORDED", "sink", name,
 				"event_id", e.ID, "err", err, "event", string(raw))
 			return true
 		}
-		a.p.m.failed(name, FailDatabase)
+		a.cfg.Metrics.failed(name, FailDatabase)
+		if a.stopRetrying != nil && a.stopRetrying() {
+			log.Warn("audit: decision write failed while closing; it stays in the spool for the next start",
+				"sink", name, "event_id", e.ID, "err", err)
+			return false
+		}
 		wait := a.backoff.delay(attempt)
 		log.Warn("audit: decision write failed; retrying", "sink", name, "event_id", e.ID,
-			"attempt", attempt+1, "retry_in", wait, "backlog", a.p.q.len(), "err", err)
-		a.p.m.retried(name)
+			"attempt", attempt+1, "retry_in", wait, "backlog", a.Backlog(), "err", err)
+		a.cfg.Metrics.retried(name)
 		if !sleep(ctx, wait) {
 			return false
 		}

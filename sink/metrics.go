@@ -12,6 +12,24 @@ const (
 	DropShutdown = "shutdown"
 	// DropStale: older than the sink's MaxAge when its turn came.
 	DropStale = "stale"
+	// DropSpoolDamaged: on disk in the spool, but the disk could no longer
+	// read the segment holding it back.
+	DropSpoolDamaged = "spool_damaged"
+)
+
+// Label values of loopgate_sink_spool_errors_total{reason}.
+const (
+	// SpoolErrLimit: the spool already held SpoolMaxBytes; the event was
+	// kept in memory instead.
+	SpoolErrLimit = "limit"
+	// SpoolErrDiskFull: the file system is full (ENOSPC, EDQUOT); the event
+	// was kept in memory instead.
+	SpoolErrDiskFull = "disk_full"
+	// SpoolErrIO: any other failed write, fsync or read of the spool.
+	SpoolErrIO = "io"
+	// SpoolErrCorrupt: a torn or damaged record (the tail of a write cut
+	// short by a crash) was skipped.
+	SpoolErrCorrupt = "corrupt"
 )
 
 // Label values of loopgate_sink_failed_total{reason}. Reasons ending in an
@@ -39,6 +57,10 @@ type Metrics struct {
 	Dropped     *prometheus.CounterVec
 	Failed      *prometheus.CounterVec
 	QueueLength *prometheus.GaugeVec
+	// Spooled sinks (the audit sink with a SpoolDir) only.
+	SpoolErrors   *prometheus.CounterVec
+	SpoolBytes    *prometheus.GaugeVec
+	SpoolFallback *prometheus.GaugeVec
 }
 
 // NewMetrics builds the sink metrics and registers them on reg (when non-nil).
@@ -62,11 +84,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"sink", "reason"}),
 		QueueLength: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "loopgate", Subsystem: "sink", Name: "queue_length",
-			Help: "Events waiting in a sink's in-memory queue (the backlog).",
+			Help: "Events waiting in a sink's queue (the backlog; for a spooled sink, on disk and in memory).",
+		}, []string{"sink"}),
+		SpoolErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "loopgate", Subsystem: "sink", Name: "spool_errors_total",
+			Help: "Spool failures, by reason: limit and disk_full mean an event was kept in memory instead of on disk.",
+		}, []string{"sink", "reason"}),
+		SpoolBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "loopgate", Subsystem: "sink", Name: "spool_bytes",
+			Help: "Bytes in a sink's on-disk spool (segment files).",
+		}, []string{"sink"}),
+		SpoolFallback: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "loopgate", Subsystem: "sink", Name: "spool_fallback_length",
+			Help: "Events a spooled sink holds only in memory because its spool could not take them (lost on a crash).",
 		}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Delivered, m.Retried, m.Dropped, m.Failed, m.QueueLength)
+		reg.MustRegister(m.Delivered, m.Retried, m.Dropped, m.Failed, m.QueueLength,
+			m.SpoolErrors, m.SpoolBytes, m.SpoolFallback)
 	}
 	return m
 }
@@ -98,5 +133,23 @@ func (m *Metrics) failed(sink, reason string) {
 func (m *Metrics) queueLength(sink string, n int) {
 	if m != nil {
 		m.QueueLength.WithLabelValues(sink).Set(float64(n))
+	}
+}
+
+func (m *Metrics) spoolError(sink, reason string) {
+	if m != nil {
+		m.SpoolErrors.WithLabelValues(sink, reason).Inc()
+	}
+}
+
+func (m *Metrics) spoolBytes(sink string, n int64) {
+	if m != nil {
+		m.SpoolBytes.WithLabelValues(sink).Set(float64(n))
+	}
+}
+
+func (m *Metrics) spoolFallback(sink string, n int) {
+	if m != nil {
+		m.SpoolFallback.WithLabelValues(sink).Set(float64(n))
 	}
 }

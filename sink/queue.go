@@ -88,6 +88,20 @@ func (q *queue) pop(ctx context.Context) (decision.Event, bool) {
 	}
 }
 
+// tryPop takes the next event without waiting.
+func (q *queue) tryPop() (decision.Event, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return decision.Event{}, false
+	}
+	e := q.buf[q.head]
+	q.buf[q.head] = decision.Event{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return e, true
+}
+
 func (q *queue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -186,6 +200,9 @@ func (p *pump) start() {
 		}
 	}()
 }
+
+// backlog is the number of events queued.
+func (p *pump) backlog() int { return p.q.len() }
 
 // send queues e without blocking.
 func (p *pump) send(e decision.Event) {
