@@ -355,10 +355,14 @@ func (a *Accounts) ListTokens(ctx context.Context) ([]APIToken, error) {
 // came from; failures name the username tried, not the password.
 func (a *Accounts) RecordLogin(ctx context.Context, username, remoteAddr string, ok bool) error {
 	action := "login.failed"
+	role := ""
 	if ok {
 		action = "login.succeeded"
+		if acc, err := a.Active(ctx, username); err == nil {
+			role = acc.Role
+		}
 	}
 	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		return audit(ctx, tx, Actor{Name: username, Kind: "account", RemoteAddr: remoteAddr}, action, username, 0, nil)
+		return audit(ctx, tx, Actor{Name: username, Kind: "account", Role: role, RemoteAddr: remoteAddr}, action, username, 0, nil)
 	})
 }

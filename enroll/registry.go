@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -111,6 +112,10 @@ type PhotoOptions struct {
 	// another person, or does not match this person's templates. It is
 	// audited. Anyone else giving it gets ErrForbidden.
 	OverrideDuplicate string
+	// StoreGood stores the photos that pass when others of the request
+	// fail their checks (bulk imports of uneven photos); at least one must
+	// pass. The identity checks still refuse the whole request.
+	StoreGood bool
 }
 
 // Box is a face box in the photo's pixels.
@@ -127,6 +132,44 @@ type Reason struct {
 	Message string  `json:"message"`
 	Value   float64 `json:"value"`
 	Limit   float64 `json:"limit"`
+}
+
+// MarshalJSON writes a NaN figure (the pose of degenerate landmarks) as
+// null: JSON has no NaN.
+func (r Reason) MarshalJSON() ([]byte, error) {
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	return json.Marshal(struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Value   *float64 `json:"value"`
+		Limit   *float64 `json:"limit"`
+	}{r.Code, r.Message, num(r.Value), num(r.Limit)})
+}
+
+// UnmarshalJSON reads null figures back as 0 (clients, tests).
+func (r *Reason) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Value   *float64 `json:"value"`
+		Limit   *float64 `json:"limit"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Reason{Code: v.Code, Message: v.Message}
+	if v.Value != nil {
+		r.Value = *v.Value
+	}
+	if v.Limit != nil {
+		r.Limit = *v.Limit
+	}
+	return nil
 }
 
 // Reason codes.
@@ -628,7 +671,7 @@ func (r *Registry) checkPhotos(ctx context.Context, a Actor, photos []Photo, opt
 		seen[reports[i].SHA256] = true
 		rejected = rejected || !reports[i].Accepted
 	}
-	if rejected {
+	if rejected && !(opts.StoreGood && slices.ContainsFunc(reports, func(r PhotoReport) bool { return r.Accepted })) {
 		return reports, &PhotosError{kind: ErrRejected, Photos: reports}
 	}
 	return reports, nil
@@ -642,8 +685,19 @@ const duplicateCheckLock = 0x6c6f6f7067617465 // "loopgate"
 // storePhotos runs the identity checks against the database and stores the
 // templates, inside tx. reports are all accepted.
 func (r *Registry) storePhotos(ctx context.Context, tx pgx.Tx, a Actor, p Person, reports []PhotoReport, opts PhotoOptions) (AddResult, error) {
+	if reports == nil {
+		reports = []PhotoReport{}
+	}
 	res := AddResult{Photos: reports}
-	if len(reports) == 0 {
+	// With StoreGood, photos refused by their own checks are reported and
+	// left out; only the accepted ones go on.
+	var use []int
+	for i, rep := range reports {
+		if rep.Accepted {
+			use = append(use, i)
+		}
+	}
+	if len(use) == 0 {
 		return res, nil
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(duplicateCheckLock)); err != nil {
@@ -651,7 +705,7 @@ func (r *Registry) storePhotos(ctx context.Context, tx pgx.Tx, a Actor, p Person
 	}
 	model := r.check.Model
 	flagged := false
-	for i := range reports {
+	for _, i := range use {
 		rep := &reports[i]
 		vec := pgvector.NewVector(rep.embedding[:])
 		// One face, one identity: the nearest other person.
@@ -692,8 +746,8 @@ func (r *Registry) storePhotos(ctx context.Context, tx pgx.Tx, a Actor, p Person
 	}
 	if flagged {
 		overridable := true
-		for _, rep := range reports {
-			for _, reason := range rep.Reasons {
+		for _, i := range use {
+			for _, reason := range reports[i].Reasons {
 				if reason.Code == ReasonAlreadyEnrolled {
 					overridable = false
 				}
@@ -703,7 +757,7 @@ func (r *Registry) storePhotos(ctx context.Context, tx pgx.Tx, a Actor, p Person
 			return res, &PhotosError{kind: ErrDuplicateIdentity, Photos: reports}
 		}
 		var overridden []map[string]any
-		for i := range reports {
+		for _, i := range use {
 			if len(reports[i].Reasons) == 0 {
 				continue
 			}
@@ -744,7 +798,8 @@ func (r *Registry) storePhotos(ctx context.Context, tx pgx.Tx, a Actor, p Person
 		return res, fmt.Errorf("enroll: insert enrolment: %w", err)
 	}
 	var summaries []map[string]any
-	for _, rep := range reports {
+	for _, i := range use {
+		rep := reports[i]
 		pr := rep.result
 		b := pr.Face.Box
 		var templateID int64

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loopgate/loopgate/engine/decision"
+	"github.com/loopgate/loopgate/internal/webauth"
 )
 
 type ctxKey struct{}
@@ -38,7 +39,7 @@ const (
 )
 
 func (s *Server) authenticate(r *http.Request, kind authKind) (principal, bool, bool) {
-	if secret, present := bearer(r); present {
+	if secret, present := webauth.Bearer(r); present {
 		c, ok := lookup(s.creds, secret)
 		if !ok {
 			return principal{}, false, true
@@ -52,11 +53,11 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (principal, bool, 
 	if err != nil {
 		return principal{}, false, false
 	}
-	sess, ok := s.sessions.get(ck.Value)
+	sess, ok := s.sessions.Get(ck.Value)
 	if !ok {
 		return principal{}, false, false
 	}
-	return principal{name: sess.name, roles: sess.roles, session: sess}, true, false
+	return principal{name: sess.Name, roles: sess.Roles, session: sess}, true, false
 }
 
 // require lets through requests that authenticate and hold role.
@@ -65,7 +66,7 @@ func (s *Server) require(role string, kind authKind, h http.HandlerFunc) http.Ha
 		p, ok, triedBearer := s.authenticate(r, kind)
 		if !ok {
 			if triedBearer {
-				s.log.Warn("rejected bearer token", "path", r.URL.Path, "client", clientAddr(r))
+				s.log.Warn("rejected bearer token", "path", r.URL.Path, "client", webauth.ClientAddr(r))
 			}
 			if kind == page && !triedBearer {
 				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -92,7 +93,7 @@ type loginView struct {
 }
 
 func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
-	next := localRedirect(r.URL.Query().Get("next"), "/live")
+	next := webauth.LocalRedirect(r.URL.Query().Get("next"), "/live")
 	if p, ok, _ := s.authenticate(r, page); ok && p.session != nil {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
@@ -103,7 +104,7 @@ func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 // renderLogin shows the form with a fresh double-submit CSRF token: the
 // same random value in a SameSite=Strict cookie and in a hidden field.
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, next, msg string) {
-	csrf, err := randomString(24)
+	csrf, err := webauth.RandomString(24)
 	if err != nil {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
@@ -122,24 +123,12 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, name string, data
 	}
 }
 
-// sameOrigin rejects a request whose Origin header names another site.
-// Browsers send Origin on every POST; its absence (curl) is left to the
-// double-submit check.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return true
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
-}
-
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	addr := clientAddr(r)
-	if ok, wait := s.limiter.allow(addr); !ok {
+	addr := webauth.ClientAddr(r)
+	if ok, wait := s.limiter.Allow(addr); !ok {
 		s.m.login("rate_limited")
 		s.log.Warn("login rate limited", "client", addr)
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+		w.Header().Set("Retry-After", webauth.RetryAfter(wait))
 		s.renderLogin(w, r, http.StatusTooManyRequests, "/live", "Too many attempts. Wait a minute and try again.")
 		return
 	}
@@ -148,10 +137,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadRequest, "/live", "The form could not be read.")
 		return
 	}
-	next := localRedirect(r.PostForm.Get("next"), "/live")
+	next := webauth.LocalRedirect(r.PostForm.Get("next"), "/live")
 	ck, err := r.Cookie(csrfCookie)
 	form := r.PostForm.Get("csrf")
-	if err != nil || ck.Value == "" || form == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(form)) != 1 || !sameOrigin(r) {
+	if err != nil || ck.Value == "" || form == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(form)) != 1 || !webauth.SameOrigin(r) {
 		s.m.login("csrf")
 		s.log.Warn("login refused: missing or wrong CSRF token", "client", addr)
 		s.renderLogin(w, r, http.StatusForbidden, next, "The form expired. Please try again.")
@@ -164,7 +153,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusUnauthorized, next, "That token is not valid.")
 		return
 	}
-	id, _, err := s.sessions.create(c)
+	id, _, err := s.sessions.Create(c.name, c.roles)
 	if err != nil {
 		s.log.Error("create session", "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
@@ -183,13 +172,13 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 	_ = r.ParseForm()
 	if ck, err := r.Cookie(sessionCookie); err == nil {
-		if sess, ok := s.sessions.get(ck.Value); ok {
-			if subtle.ConstantTimeCompare([]byte(sess.csrf), []byte(r.PostForm.Get("csrf"))) != 1 || !sameOrigin(r) {
+		if sess, ok := s.sessions.Get(ck.Value); ok {
+			if subtle.ConstantTimeCompare([]byte(sess.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 || !webauth.SameOrigin(r) {
 				writeError(w, http.StatusForbidden, CodeCSRF, "logout needs the page's CSRF token")
 				return
 			}
-			s.sessions.delete(ck.Value)
-			s.log.Info("operator logged out", "token", sess.name, "client", clientAddr(r))
+			s.sessions.Delete(ck.Value)
+			s.log.Info("operator logged out", "token", sess.Name, "client", webauth.ClientAddr(r))
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
@@ -207,7 +196,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r)
 	v := liveView{Gate: s.cfg.Gate, User: p.name, Replay: s.cfg.ReplayOnConnect}
 	if p.session != nil {
-		v.CSRF = p.session.csrf
+		v.CSRF = p.session.CSRF
 	}
 	s.renderPage(w, http.StatusOK, "live.html", v)
 }
@@ -305,7 +294,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		case e, ok := <-sub.C:
 			if !ok {
 				if sub.Dropped() {
-					s.log.Warn("events: slow client dropped", "token", p.name, "client", clientAddr(r))
+					s.log.Warn("events: slow client dropped", "token", p.name, "client", webauth.ClientAddr(r))
 				}
 				return
 			}
@@ -313,7 +302,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case now := <-heartbeat.C:
-			if p.session != nil && !now.Before(p.session.expires) {
+			if p.session != nil && !now.Before(p.session.Expires) {
 				return // the login expired: the reconnect will be refused
 			}
 			if _, err := fmt.Fprintf(w, ": heartbeat %s\n\n", now.UTC().Format(time.RFC3339)); err != nil || rc.Flush() != nil {
@@ -362,8 +351,9 @@ func newReadiness(checks []Check, timeout time.Duration, log *slog.Logger) *read
 }
 
 type checkResult struct {
-	Name string `json:"name"`
-	OK   bool   `json:"ok"`
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
 }
 
 func (rd *readiness) run(ctx context.Context) (results []checkResult, failing []string) {
@@ -395,7 +385,11 @@ func (rd *readiness) run(ctx context.Context) (results []checkResult, failing []
 			}
 			rd.last[c.Name] = msg
 		}
-		results = append(results, checkResult{Name: c.Name, OK: errs[i] == nil})
+		r := checkResult{Name: c.Name, OK: errs[i] == nil}
+		if c.Detail != nil {
+			r.Detail = c.Detail()
+		}
+		results = append(results, r)
 	}
 	return results, failing
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/loopgate/loopgate/internal/webauth"
 )
 
 // ErrBadConfig wraps every configuration error New returns.
@@ -68,6 +70,10 @@ type Config struct {
 type Check struct {
 	Name string
 	Fn   func(ctx context.Context) error
+	// Detail, when set, is shown with the check's result to every caller
+	// (so only facts fit for anonymous callers, like the gallery copy's
+	// age); the error's text goes to the log only.
+	Detail func() string
 }
 
 // Deps are what the server shows and calls.
@@ -96,8 +102,8 @@ type Server struct {
 	m        *Metrics
 	creds    []credential
 	tlsCert  *tls.Certificate
-	sessions *sessionStore
-	limiter  *rateLimiter
+	sessions *webauth.SessionStore
+	limiter  *webauth.RateLimiter
 	now      func() time.Time
 	pages    *template.Template
 	static   fs.FS
@@ -167,8 +173,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(creds) == 0 {
 		s.log.Warn("no tokens configured: the live page, /events and claims refuse everyone")
 	}
-	s.sessions = newSessionStore(cfg.SessionTTL, cfg.MaxSessions, func() time.Time { return s.now() })
-	s.limiter = newRateLimiter(cfg.LoginPerMinute, func() time.Time { return s.now() })
+	s.sessions = webauth.NewSessionStore(cfg.SessionTTL, cfg.MaxSessions, func() time.Time { return s.now() })
+	s.limiter = webauth.PerMinute(cfg.LoginPerMinute, func() time.Time { return s.now() })
 	s.ready = newReadiness(deps.Checks, cfg.CheckTimeout, s.log)
 	if s.pages, s.static, err = loadWeb(); err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ type app struct {
 	gallery    *gallery.Gallery
 	identifier *engine.Identifier
 	enroller   *enroll.Service
+	registry   *enroll.Registry // officers' registrations with audit (bulk enrolment)
 	loadModels time.Duration
 	openDB     time.Duration
 }
@@ -58,6 +59,12 @@ func openApp(ctx context.Context, cfg Config) (*app, error) {
 		Model: rec.ModelTag(), Threshold: cfg.Threshold,
 	}
 	a.enroller = &enroll.Service{Stills: stills, Store: g, Model: rec.ModelTag()}
+	// Templates only: the CLI keeps no enrolment photos.
+	a.registry, err = enroll.NewRegistry(enroll.RegistryConfig{Pool: g.Pool(), Checker: &enroll.Service{Stills: stills, Model: rec.ModelTag()}})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
 }
 

@@ -13,6 +13,9 @@ import (
 )
 
 func runEnroll(ctx context.Context, cfg Config, args []string) error {
+	if bulkRequested(args) {
+		return runBulkEnroll(ctx, cfg, args)
+	}
 	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
 	id := fs.String("id", "", "the person's external ID (required)")
 	name := fs.String("name", "", "the person's name (required)")
@@ -24,7 +27,7 @@ func runEnroll(ctx context.Context, cfg Config, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if *id == "" || *name == "" || fs.NArg() == 0 {
-		return fmt.Errorf("%w: enroll --id ID --name NAME PHOTO [PHOTO...]", errUsage)
+		return fmt.Errorf("%w: enroll --id ID --name NAME PHOTO [PHOTO...], or in bulk: %s", errUsage, bulkUsage)
 	}
 	req := enroll.Request{ExternalID: *id, Name: *name, Source: "cli", Operator: *operator, StoreGood: *storeGood, Gates: gates}
 	// Read every file first: a missing file is reported before any work.

@@ -3,6 +3,9 @@
 //	loopgate migrate                      apply database migrations
 //	loopgate models fetch|verify          fill or check the model directory
 //	loopgate enroll --id ID --name NAME photo.jpg...
+//	loopgate enroll --from-dir DIR | --from-csv FILE --park hk|sz   bulk enrolment
+//	loopgate user add|list|disable|passwd ...   officers' accounts
+//	loopgate token add|list|revoke ...          API tokens
 //	loopgate identify photo.jpg...
 //	loopgate demo                         enrol and identify people from ../shared
 //	loopgate stats                        count enrolled people and templates
@@ -33,12 +36,17 @@ var commands = []command{
 	{"migrate", "apply database migrations (also done by every command that uses the database)", runMigrate},
 	{"models", "models fetch [--mirror DIR] [--no-download] | models verify", runModels},
 	{"serve", "serve --config FILE: the walk-through gate node (cameras → decisions)", runServe},
-	{"enroll", "enroll --id ID --name NAME [--gate GATE]... [--store-good] PHOTO...", runEnroll},
+	{"enrolment", "enrolment serve --config FILE: the officers' enrolment API and web page", runEnrolment},
+	{"enroll", "enroll --id ID --name NAME [--gate GATE]... [--store-good] PHOTO...\n" +
+		"            enroll --from-dir DIR | --from-csv FILE [--park hk|sz] [--gate G]... [--organisation O] [--dry-run] [--report FILE]:\n" +
+		"            bulk, one request per person; exit 3 if anything was refused, 130 if interrupted", runEnroll},
 	{"identify", "identify PHOTO...: best match per face, or no match", runIdentify},
 	{"demo", "the walk-through on a synthetic clip with live view and latencies (demo stills: the still-photo demo)", runDemo},
 	{"stats", "count enrolled people and templates", runStats},
 	{"synth", "synth walk ...: write a synthetic walk-through clip and its ground truth", runSynth},
 	{"person", "person revoke|reinstate|gates|validity --id ID ...: manage a registration", runPerson},
+	{"user", "user add --username U --role officer|admin [--password-file F] | list | disable U | passwd U: officers' accounts", runUser},
+	{"token", "token add --name N --role officer|admin | list | revoke ID: API tokens (the secret is printed once)", runToken},
 	{"bench", "bench lfw|identify|search|pipeline|embed ...: benchmarks with Markdown reports and plots in benchmarks/results", runBench},
 }
 
@@ -62,9 +70,13 @@ func main() {
 	for _, c := range commands {
 		if c.name == os.Args[1] {
 			err := c.run(ctx, cfg, os.Args[2:])
+			var exit *exitError
 			switch {
 			case err == nil:
 				return
+			case errors.As(err, &exit):
+				fmt.Fprintf(os.Stderr, "loopgate %s: %v\n", c.name, err)
+				os.Exit(exit.code)
 			case errors.Is(err, errUsage):
 				fmt.Fprintf(os.Stderr, "loopgate %s: %v\n", c.name, err)
 				os.Exit(2)
