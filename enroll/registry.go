@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -268,8 +270,12 @@ type RegistryConfig struct {
 	// SamePersonThreshold defaults to SamePersonThreshold.
 	SamePersonThreshold float64
 	// Vault keeps sealed photos when retention is on; nil keeps templates only.
-	Vault  *PhotoVault
-	Logger *slog.Logger
+	Vault *PhotoVault
+	// MaxConcurrentChecks bounds photo analyses running at once (decode,
+	// detect, embed: up to ~100 MB and a core each); more requests wait.
+	// Default: the number of cores.
+	MaxConcurrentChecks int
+	Logger              *slog.Logger
 }
 
 // Registry is the officers' side of the gallery: registrations with a
@@ -280,6 +286,7 @@ type Registry struct {
 	dup   float64
 	same  float64
 	vault *PhotoVault
+	slots chan struct{}
 	log   *slog.Logger
 }
 
@@ -304,13 +311,24 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	if r.log == nil {
 		r.log = slog.Default()
 	}
+	if cfg.MaxConcurrentChecks < 0 {
+		return nil, errors.New("enroll: MaxConcurrentChecks must not be negative")
+	}
+	r.slots = make(chan struct{}, cmp.Or(cfg.MaxConcurrentChecks, runtime.NumCPU()))
 	return r, nil
 }
 
 // CheckPhoto decodes, detects, measures and embeds one photo and reports
 // every reason it would be refused. It stores nothing.
 func (r *Registry) CheckPhoto(ctx context.Context, p Photo) PhotoReport {
-	pr := r.check.checkPhoto(ctx, p)
+	var pr PhotoResult
+	select {
+	case r.slots <- struct{}{}:
+		pr = r.check.checkPhoto(ctx, p)
+		<-r.slots
+	case <-ctx.Done():
+		pr = PhotoResult{Name: p.Name, Err: fmt.Errorf("waiting for a free analysis slot: %w", ctx.Err())}
+	}
 	sum := sha256.Sum256(p.Data)
 	rep := PhotoReport{
 		Name: p.Name, Faces: pr.Faces, Width: pr.Width, Height: pr.Height,
