@@ -193,10 +193,14 @@ func (p *pump) start() {
 			if !ok {
 				return
 			}
-			p.m.queueLength(p.name, p.q.len())
+			// The event being delivered (and perhaps retried for a
+			// while) still counts as backlog: an outage with one
+			// decision pending must not read 0.
+			p.m.queueLength(p.name, p.q.len()+1)
 			if !p.deliver(p.ctx, e) {
 				p.abandoned = append(p.abandoned, e)
 			}
+			p.m.queueLength(p.name, p.q.len())
 		}
 	}()
 }
