@@ -15,6 +15,7 @@ packages=(
   postgresql-15 postgresql-server-dev-15
   chromium fonts-dejavu-core           # headless browser tests of the /live page (and the officers' page)
   prometheus                           # deploy/ tests: a real Prometheus scrapes a node; promtool checks the rules
+  systemd                              # deploy/ tests: systemd-analyze verifies the units (nothing is started)
 )
 
 sudo=()

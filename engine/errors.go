@@ -14,4 +14,8 @@ var (
 	ErrRevoked           = errors.New("registration revoked")
 	ErrOutsideWindow     = errors.New("registration outside its validity window")
 	ErrUnknownPerson     = errors.New("no such registered person")
+	// ErrGalleryStale: the node's copy of the gallery is older than its
+	// staleness bound (or there is none), so it cannot know of recent
+	// revocations and must not open for anyone (engine/localgallery).
+	ErrGalleryStale = errors.New("gallery copy too old to decide from")
 )

@@ -20,6 +20,7 @@ import (
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/fuse"
 	"github.com/loopgate/loopgate/engine/gallery"
+	"github.com/loopgate/loopgate/engine/localgallery"
 	"github.com/loopgate/loopgate/engine/quality"
 	"github.com/loopgate/loopgate/engine/track"
 )
@@ -33,9 +34,23 @@ type Config struct {
 	Zones []string `yaml:"zones"`
 
 	Database struct {
-		// URL of PostgreSQL with pgvector; env LOOPGATE_DATABASE_URL overrides.
+		// URL of the PRIMARY PostgreSQL with pgvector: migrations, decisions
+		// (sinks.audit) and, with read_url, the gallery heartbeat. Env
+		// LOOPGATE_DATABASE_URL overrides.
 		URL string `yaml:"url"`
+		// ReadURL is where the node reads its gallery copy from: a streaming
+		// replica near the node, or empty for URL. Env
+		// LOOPGATE_DATABASE_READ_URL overrides.
+		ReadURL string `yaml:"read_url"`
+		// Migrate applies pending migrations at start (default true: the
+		// project-local and demo set-ups). A node whose role may not
+		// change the schema (deploy/roles.sql's loopgate_gate) sets false:
+		// it then checks that the schema is current and refuses to start
+		// on an older one.
+		Migrate *bool `yaml:"migrate"`
 	} `yaml:"database"`
+
+	Gallery GalleryConfig `yaml:"gallery"`
 
 	Models struct {
 		// Dir holds the verified model files; env LOOPGATE_MODEL_DIR overrides.
@@ -89,6 +104,26 @@ type CameraConfig struct {
 	Fast bool `yaml:"fast"`
 }
 
+// GalleryConfig is the node's local copy of its gate-scoped gallery
+// (engine/localgallery): the node decides from it, so it keeps working
+// while the database does not answer.
+type GalleryConfig struct {
+	// RefreshInterval is how often the copy polls the change feed; on a
+	// primary a NOTIFY also refreshes it at once.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// MaxStaleness: when the copy has not synced with the database for
+	// longer than this, the node denies everyone (reason gallery_stale): it
+	// cannot know who was revoked since. Within it, a revocation can take
+	// this long to reach a node cut off from the database.
+	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// Snapshot is a file the copy is saved to, loaded when the database is
+	// unreachable at start (so a node restarted during an outage still
+	// decides within max_staleness); empty: none. It holds the face
+	// templates of everyone registered for this gate: put it on an
+	// encrypted local disk; it is written with mode 0600.
+	Snapshot string `yaml:"snapshot"`
+}
+
 // FusionConfig is the decision rule (engine/fuse.Rule).
 type FusionConfig struct {
 	Threshold      float64 `yaml:"threshold"`
@@ -124,8 +159,21 @@ type SinksConfig struct {
 	// File appends JSON lines to a file.
 	File string `yaml:"file"`
 	// Audit writes every decision to the database's decisions table.
-	Audit   bool           `yaml:"audit"`
-	Webhook *WebhookConfig `yaml:"webhook"`
+	Audit bool `yaml:"audit"`
+	// AuditSpool keeps decisions on local disk until the database has them,
+	// so a database outage or a SIGKILL loses none (sink/spool.go).
+	AuditSpool AuditSpoolConfig `yaml:"audit_spool"`
+	Webhook    *WebhookConfig   `yaml:"webhook"`
+}
+
+// AuditSpoolConfig is the audit sink's durable queue.
+type AuditSpoolConfig struct {
+	// Dir on persistent local disk (not tmpfs), used by this node alone;
+	// empty keeps the backlog in memory only (lost on a crash).
+	Dir string `yaml:"dir"`
+	// MaxBytes bounds the spool (default 1 GiB); beyond it decisions wait
+	// in memory.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // WebhookConfig posts decisions to the gate controller.
@@ -182,6 +230,8 @@ func Defaults() Config {
 	c.Fusion = DefaultFusion
 	c.Tracking = TrackingConfig{MinIoU: track.DefaultConfig.MinIoU, MaxCentreShift: track.DefaultConfig.MaxCentreShift,
 		MaxGap: track.DefaultConfig.MaxGap, MaxAge: track.DefaultConfig.MaxAge, MinTrackHits: 4}
+	c.Gallery.RefreshInterval = localgallery.DefaultRefreshInterval
+	c.Gallery.MaxStaleness = localgallery.DefaultMaxStaleness
 	c.Claims.DefaultTTL = 10 * time.Second
 	c.Claims.MaxTTL = 60 * time.Second
 	c.Sinks.Stdout = true
@@ -228,6 +278,7 @@ func Parse(data []byte) (Config, error) {
 // EnvOverrides lists the environment variables that override the file.
 var EnvOverrides = []struct{ Name, Field string }{
 	{"LOOPGATE_DATABASE_URL", "database.url"},
+	{"LOOPGATE_DATABASE_READ_URL", "database.read_url"},
 	{"LOOPGATE_MODEL_DIR", "models.dir"},
 	{"LOOPGATE_HTTP_ADDR", "http.addr"},
 	{"LOOPGATE_FUSION_THRESHOLD", "fusion.threshold"},
@@ -236,6 +287,9 @@ var EnvOverrides = []struct{ Name, Field string }{
 func (c *Config) applyEnv(lookup func(string) (string, bool)) error {
 	if v, ok := lookup("LOOPGATE_DATABASE_URL"); ok && v != "" {
 		c.Database.URL = v
+	}
+	if v, ok := lookup("LOOPGATE_DATABASE_READ_URL"); ok && v != "" {
+		c.Database.ReadURL = v
 	}
 	if v, ok := lookup("LOOPGATE_MODEL_DIR"); ok && v != "" {
 		c.Models.Dir = v
@@ -265,6 +319,11 @@ func (c Config) Validate() error {
 	}
 	if c.Database.URL == "" {
 		return errors.New("database.url: required (or set LOOPGATE_DATABASE_URL)")
+	}
+	if g := c.Gallery; g.RefreshInterval < 10*time.Millisecond || g.RefreshInterval > time.Minute {
+		return fmt.Errorf("gallery.refresh_interval %s: want 10ms-1m", g.RefreshInterval)
+	} else if g.MaxStaleness <= g.RefreshInterval || g.MaxStaleness > 24*time.Hour {
+		return fmt.Errorf("gallery.max_staleness %s: want more than refresh_interval (%s), at most 24h", g.MaxStaleness, g.RefreshInterval)
 	}
 	if c.Models.Dir == "" {
 		return errors.New("models.dir: required")
@@ -344,3 +403,12 @@ func (c Config) Validate() error {
 
 // Scope is the gate plus its zones.
 func (c Config) Scope() []string { return append([]string{c.Gate}, c.Zones...) }
+
+// ReadURL is where the gallery copy is read from: database.read_url, or
+// database.url without one.
+func (c Config) ReadURL() string {
+	if c.Database.ReadURL != "" {
+		return c.Database.ReadURL
+	}
+	return c.Database.URL
+}

@@ -45,7 +45,7 @@ func newHTTPSide(n *Node) (*httpSide, error) {
 				}
 				return nil
 			}},
-			{Name: "gallery", Fn: func(ctx context.Context) error { return n.gallery.Pool().Ping(ctx) }},
+			n.galleryCheck(),
 			{Name: "cameras", Fn: func(context.Context) error {
 				var down []string
 				for _, c := range n.cameras {
@@ -99,8 +99,24 @@ func (c claimer) Claim(ctx context.Context, lane, externalID string, ttl time.Du
 		return server.ClaimInfo{}, fmt.Errorf("%w: %v", server.ErrUnknownLane, err)
 	case errors.Is(err, engine.ErrUnknownPerson):
 		return server.ClaimInfo{}, fmt.Errorf("%w: %v", server.ErrUnknownPerson, err)
+	case errors.Is(err, engine.ErrGalleryStale):
+		return server.ClaimInfo{}, fmt.Errorf("%w: %v", server.ErrGalleryStale, err)
 	case err != nil:
 		return server.ClaimInfo{}, err
 	}
 	return server.ClaimInfo{ID: cl.ID, Lane: cl.Lane, ExternalID: cl.Person.ExternalID, Expires: cl.Expires}, nil
+}
+
+// galleryCheck: the node decides from its gallery copy, so it is ready
+// while the copy is fresh enough, database or not; /readyz shows the copy's
+// age either way.
+func (n *Node) galleryCheck() server.Check {
+	return server.Check{Name: "gallery", Fn: func(context.Context) error { return n.copy.Stale(time.Now()) }, Detail: func() string {
+		st := n.copy.Status()
+		age := "never synced"
+		if !st.FreshAsOf.IsZero() {
+			age = fmt.Sprintf("copy age %.1fs", st.Age.Seconds())
+		}
+		return fmt.Sprintf("%s (max %s)", age, st.MaxStaleness)
+	}}
 }

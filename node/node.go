@@ -7,12 +7,17 @@ import (
 	"image"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	pgxvec "github.com/pgvector/pgvector-go/pgx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"gocv.io/x/gocv"
@@ -25,6 +30,7 @@ import (
 	"github.com/loopgate/loopgate/engine/detect"
 	"github.com/loopgate/loopgate/engine/facerec"
 	"github.com/loopgate/loopgate/engine/gallery"
+	"github.com/loopgate/loopgate/engine/localgallery"
 	"github.com/loopgate/loopgate/engine/pipeline"
 	"github.com/loopgate/loopgate/engine/quality"
 	"github.com/loopgate/loopgate/engine/still"
@@ -50,10 +56,16 @@ type Options struct {
 
 // Node is a provisioned gate node. Run it once, then Close it.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	gallery  *gallery.Gallery
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
+	// gallery is the primary, migrated at start; nil when the primary did
+	// not answer at start (primary is then a pool that connects when it
+	// can). primary takes the decisions and the heartbeat.
+	gallery *gallery.Gallery
+	primary *pgxpool.Pool
+	// copy is the local gallery the pipeline and claims search.
+	copy     *localgallery.Copy
 	pool     *facerec.Pool
 	cameras  []*camera.Camera
 	dets     []*detect.YuNet
@@ -64,8 +76,11 @@ type Node struct {
 }
 
 // New provisions a node: opens and migrates the database, verifies and
-// loads the models (detector per camera, recogniser pool), opens the
-// cameras' sources and builds the sinks. Nothing runs until Run.
+// loads the models (detector per camera, recogniser pool), loads the local
+// gallery copy, opens the cameras' sources and builds the sinks. Nothing
+// runs until Run. The database being unreachable does not stop the node:
+// it decides from its gallery snapshot (gallery.snapshot) while that is
+// fresh enough, and denies everyone with reason gallery_stale otherwise.
 func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -81,12 +96,13 @@ func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		opts.Stdout = os.Stdout
 	}
 	n = &Node{cfg: cfg, log: opts.Logger, reg: opts.Registry}
+	built := n // `return nil, err` clears n before the deferred call runs
 	defer func() {
 		if err != nil {
-			n.Close()
+			built.Close()
 		}
 	}()
-	if n.gallery, _, err = gallery.Open(ctx, cfg.Database.URL); err != nil {
+	if err := n.openPrimary(ctx); err != nil {
 		return nil, err
 	}
 	n.pool, err = facerec.NewPool(facerec.PoolConfig{
@@ -122,9 +138,17 @@ func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 			lanes = append(lanes, cc.Lane)
 		}
 	}
+	if n.copy, err = localgallery.Open(ctx, localgallery.Config{
+		ReadURL: cfg.ReadURL(), Scope: cfg.Scope(), Model: n.pool.ModelTag(),
+		RefreshInterval: cfg.Gallery.RefreshInterval, MaxStaleness: cfg.Gallery.MaxStaleness,
+		Heartbeat: n.primary, NodeID: nodeID(cfg), SnapshotPath: cfg.Gallery.Snapshot,
+		StartTimeout: databaseStartTimeout, Metrics: localgallery.NewMetrics(n.reg), Logger: n.log,
+	}); err != nil {
+		return nil, fmt.Errorf("gallery: %w", err)
+	}
 	if cfg.Claims.Enabled {
 		n.claims = claims.New(lanes, func(ctx context.Context, externalID string) (engine.PersonMatch, error) {
-			return n.gallery.RegisteredInScope(ctx, externalID, cfg.Scope())
+			return n.copy.RegisteredInScope(ctx, externalID, cfg.Scope())
 		}, cfg.Claims.DefaultTTL, cfg.Claims.MaxTTL)
 	}
 	if cfg.HTTP.Addr != "" {
@@ -149,7 +173,7 @@ func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		MinTrackHits: cfg.Tracking.MinTrackHits, LiveFPS: cfg.Live.FPS,
 	}, pipeline.Deps{
 		Embedder: cropEmbedder{pool: n.pool},
-		Searcher: n.gallery,
+		Searcher: n.copy,
 		Sink:     n.sinks,
 		Claims:   n.claims,
 		Live:     live,
@@ -163,9 +187,28 @@ func New(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	return n, nil
 }
 
-func (n *Node) buildSinks(opts Options) error {
+func (n *Node) buildSinks(opts Options) (err error) {
 	m := sink.NewMetrics(n.reg)
 	var sinks []decision.Sink
+	defer func() {
+		if err != nil { // close what was built: a spool keeps its lock otherwise
+			_ = sink.NewFanout(n.log, sinks...).Close()
+		}
+	}()
+	// The audit sink goes first: with a spool its Send returns once the
+	// decision is fsynced (~0.2 ms here), so nothing — the gate
+	// controller's webhook included — learns of a decision that a crash
+	// could lose from the record.
+	if n.cfg.Sinks.Audit {
+		a, err := sink.NewAudit(n.primary, sink.AuditConfig{
+			SpoolDir: n.cfg.Sinks.AuditSpool.Dir, SpoolMaxBytes: n.cfg.Sinks.AuditSpool.MaxBytes,
+			Metrics: m, Logger: n.log,
+		})
+		if err != nil {
+			return fmt.Errorf("sinks.audit: %w", err)
+		}
+		sinks = append(sinks, a)
+	}
 	if n.cfg.Sinks.Stdout {
 		sinks = append(sinks, sink.JSONLines(opts.Stdout, sink.JSONLOptions{Name: "stdout", Metrics: m, Logger: n.log}))
 	}
@@ -192,13 +235,6 @@ func (n *Node) buildSinks(opts Options) error {
 		}
 		sinks = append(sinks, wh)
 	}
-	if n.cfg.Sinks.Audit {
-		a, err := sink.NewAudit(n.gallery.Pool(), sink.AuditConfig{Metrics: m, Logger: n.log})
-		if err != nil {
-			return fmt.Errorf("sinks.audit: %w", err)
-		}
-		sinks = append(sinks, a)
-	}
 	if n.http != nil {
 		sinks = append(sinks, n.http.events)
 	}
@@ -213,8 +249,72 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // Cameras are the node's cameras (for their statistics).
 func (n *Node) Cameras() []*camera.Camera { return n.cameras }
 
-// Gallery is the node's database.
+// Gallery is the node's primary database; nil when it did not answer at
+// start.
 func (n *Node) Gallery() *gallery.Gallery { return n.gallery }
+
+// GalleryCopy is the local gallery the node decides from.
+func (n *Node) GalleryCopy() *localgallery.Copy { return n.copy }
+
+// databaseStartTimeout bounds how long New waits for each database before
+// going on without it.
+const databaseStartTimeout = 10 * time.Second
+
+// openPrimary connects to the primary and migrates it (or, with
+// database.migrate false, checks the schema is current). When the primary
+// does not answer, the node goes on with a pool that connects once it does
+// (the audit sink queues meanwhile); a refused login or a failed migration
+// stops the node.
+func (n *Node) openPrimary(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, databaseStartTimeout)
+	var g *gallery.Gallery
+	var err error
+	if n.cfg.Database.Migrate == nil || *n.cfg.Database.Migrate {
+		g, _, err = gallery.Open(octx, n.cfg.Database.URL)
+	} else {
+		g, err = gallery.Connect(octx, n.cfg.Database.URL)
+	}
+	cancel()
+	if err == nil {
+		n.gallery, n.primary = g, g.Pool()
+		return nil
+	}
+	if !unreachable(err) {
+		return err
+	}
+	n.log.Warn("primary database unreachable at start: deciding from the gallery copy, decisions queue", "err", err)
+	pcfg, perr := pgxpool.ParseConfig(n.cfg.Database.URL)
+	if perr != nil {
+		return fmt.Errorf("database.url: %w", perr)
+	}
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error { return pgxvec.RegisterTypes(ctx, c) }
+	if n.primary, perr = pgxpool.NewWithConfig(ctx, pcfg); perr != nil {
+		return fmt.Errorf("database.url: %w", perr)
+	}
+	return nil
+}
+
+// unreachable tells a database that is down or cut off (go on without it)
+// from one that answers with a refusal (stop).
+func unreachable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return false // the server answered: bad credentials, database, migration
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
+}
+
+// nodeID names this node's heartbeat row: nodes on one host share the
+// clock, so sharing a row is harmless.
+func nodeID(cfg Config) string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown-host"
+	}
+	return cfg.Gate + "@" + host
+}
 
 // ModelTag is the embedding model's tag.
 func (n *Node) ModelTag() string { return n.pool.ModelTag() }
@@ -300,8 +400,13 @@ func (n *Node) Close() error {
 	if n.pool != nil {
 		errs = append(errs, n.pool.Close())
 	}
+	if n.copy != nil {
+		errs = append(errs, n.copy.Close())
+	}
 	if n.gallery != nil {
 		n.gallery.Close()
+	} else if n.primary != nil {
+		n.primary.Close()
 	}
 	return errors.Join(errs...)
 }

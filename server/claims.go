@@ -18,6 +18,9 @@ import (
 var (
 	ErrUnknownLane   = errors.New("unknown lane")
 	ErrUnknownPerson = errors.New("unknown person")
+	// ErrGalleryStale: the node's gallery copy is older than its bound,
+	// so it cannot vouch for any registration.
+	ErrGalleryStale = errors.New("gallery copy out of date")
 )
 
 // ClaimInfo is a registered 1:1 claim.
@@ -105,6 +108,9 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrUnknownPerson):
 		fail(http.StatusNotFound, CodeUnknownPerson, "no active registration with this external_id for this gate")
+		return
+	case errors.Is(err, ErrGalleryStale):
+		fail(http.StatusServiceUnavailable, CodeGalleryStale, "this gate node's gallery copy is out of date (database unreachable): it denies everyone until it syncs")
 		return
 	case errors.Is(err, context.DeadlineExceeded):
 		s.log.Error("claim timed out", "token", p.name, "lane", req.Lane, "err", err)

@@ -21,6 +21,7 @@ const (
 	CodeUnknownPerson    = "unknown_person"
 	CodeClaimsDisabled   = "claims_disabled"
 	CodeTimeout          = "timeout"
+	CodeGalleryStale     = "gallery_stale"
 	CodeInternal         = "internal"
 	CodeRateLimited      = "rate_limited"
 	CodeCSRF             = "csrf"

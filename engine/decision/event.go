@@ -37,6 +37,10 @@ const (
 	ClaimMismatch Reason = "claim_mismatch"
 	// ClaimExpired: a 1:1 claim was made and no face confirmed it in time.
 	ClaimExpired Reason = "claim_expired"
+	// GalleryStale: the node could not refresh its copy of the gallery for
+	// longer than its staleness bound (database unreachable), so it cannot
+	// know of recent revocations and opens for nobody.
+	GalleryStale Reason = "gallery_stale"
 )
 
 // Person identifies the matched registration. It never carries a template.

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/loopgate/loopgate/engine/decision"
 )
 
 // Stage label values of loopgate_pipeline_stage_seconds.
@@ -132,4 +134,23 @@ func (m *Metrics) activeTracks(camera string, n int) {
 	if m != nil {
 		m.ActiveTracks.WithLabelValues(camera).Set(float64(n))
 	}
+}
+
+// initCamera creates a camera's decision and error series at zero, so
+// rate() and increase() see their first event (a counter that appears at 1
+// hides it) and alerts on a single event work.
+func (m *Metrics) initCamera(camera string) {
+	if m == nil {
+		return
+	}
+	m.Decisions.WithLabelValues(camera, string(decision.Open), string(decision.Matched))
+	for _, r := range []decision.Reason{decision.UnknownFace, decision.Ambiguous, decision.Revoked, decision.Expired,
+		decision.NoUsableCapture, decision.ClaimMismatch, decision.ClaimExpired, decision.GalleryStale} {
+		m.Decisions.WithLabelValues(camera, string(decision.Deny), string(r))
+	}
+	for _, stage := range []string{StageDetect, StageEmbed, StageSearch} {
+		m.Errors.WithLabelValues(camera, stage)
+	}
+	m.Frames.WithLabelValues(camera)
+	m.DiscardedTracks.WithLabelValues(camera)
 }

@@ -177,6 +177,7 @@ func (p *Pipeline) RunCamera(ctx context.Context, src Source, det Detector, lane
 		return err
 	}
 	c := &camera{p: p, name: src.Name(), lane: lane, det: det, tracker: tr, tracks: map[int64]*trackState{}}
+	p.deps.Metrics.initCamera(c.name)
 	for {
 		f, err := src.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -363,7 +364,13 @@ func (c *camera) judge(ctx context.Context, st *trackState, captured time.Time, 
 		sd := time.Since(t0)
 		c.stage(StageSearch, sd)
 		st.timings.SearchMS += ms(sd)
-		if err != nil {
+		switch {
+		case errors.Is(err, engine.ErrGalleryStale):
+			// The node's gallery copy is too old to know of revocations:
+			// deny at once, saying why (engine/localgallery's rule).
+			c.p.deps.Metrics.failed(c.name, "search")
+			v = fuse.Verdict{Decided: true, Outcome: decision.Deny, Reason: decision.GalleryStale, Detail: err.Error()}
+		case err != nil:
 			// Fail secure: without the gallery nobody is opened. Keep the
 			// evidence; a later frame retries, and track end denies.
 			c.p.deps.Metrics.failed(c.name, "search")

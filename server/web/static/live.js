@@ -14,6 +14,7 @@
     no_usable_capture: 'No usable capture',
     claim_mismatch: 'Claim mismatch',
     claim_expired: 'Claim expired',
+    gallery_stale: 'Gallery out of date',
   };
 
   const replay = Number(document.body.dataset.replay) || 0;
