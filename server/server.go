@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/loopgate/loopgate/internal/httpserve"
 	"github.com/loopgate/loopgate/internal/webauth"
 )
 
@@ -233,46 +234,19 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves on ln until ctx ends (then shuts down gracefully within
 // ShutdownTimeout) or the listener fails. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
+	err := httpserve.Serve(ctx, ln, httpserve.Options{
+		Name: "gate node HTTP", Handler: s.handler, Cert: s.tlsCert,
+		PlainWarning: "WARNING: serving HTTP without TLS: tokens, session cookies, names and faces cross the network in clear text; configure a certificate or put a TLS proxy in front",
+		ReadTimeout:  15 * time.Second,
 		// Streams (/events) lift this for themselves.
-		WriteTimeout:   30 * time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	scheme := "http"
-	if s.tlsCert != nil {
-		scheme = "https"
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.tlsCert}}
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	} else {
-		s.log.Warn("WARNING: serving HTTP without TLS: tokens, session cookies, names and faces cross the network in clear text; configure a certificate or put a TLS proxy in front",
-			"addr", ln.Addr().String())
-	}
-	s.log.Info("gate node HTTP listening", "url", scheme+"://"+ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		s.stop()
-		return fmt.Errorf("server: %w", err)
-	case <-ctx.Done():
-	}
-	s.stop()
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err := srv.Shutdown(sctx)
+		WriteTimeout:    30 * time.Second,
+		ShutdownTimeout: s.cfg.ShutdownTimeout,
+		OnStop:          s.stop,
+		Logger:          s.log,
+	})
 	if err != nil {
-		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
-		_ = srv.Close()
+		return fmt.Errorf("server: %w", err)
 	}
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		return fmt.Errorf("server: %w", serr)
-	}
-	s.log.Info("gate node HTTP stopped")
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/loopgate/loopgate/enroll"
+	"github.com/loopgate/loopgate/internal/httpserve"
 	"github.com/loopgate/loopgate/internal/webauth"
 )
 
@@ -250,44 +251,19 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves on ln until ctx ends (then shuts down gracefully within
 // ShutdownTimeout) or the listener fails. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
+	err := httpserve.Serve(ctx, ln, httpserve.Options{
+		Name: "enrolment API", Handler: s.handler, Cert: s.tlsCert,
+		PlainWarning: "WARNING: enrolment API serving HTTP without TLS: passwords, session cookies, names and face photos cross the network in clear text; configure a certificate or put a TLS proxy in front",
 		// Uploads of up to MaxPhotos photos over a slow office link, then
 		// face analysis of each before the answer.
-		ReadTimeout:    2 * time.Minute,
-		WriteTimeout:   3 * time.Minute,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	scheme := "http"
-	if s.tlsCert != nil {
-		scheme = "https"
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.tlsCert}}
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	} else {
-		s.log.Warn("WARNING: enrolment API serving HTTP without TLS: passwords, session cookies, names and face photos cross the network in clear text; configure a certificate or put a TLS proxy in front",
-			"addr", ln.Addr().String())
-	}
-	s.log.Info("enrolment API listening", "url", scheme+"://"+ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
+		ReadTimeout:     2 * time.Minute,
+		WriteTimeout:    3 * time.Minute,
+		ShutdownTimeout: s.cfg.ShutdownTimeout,
+		Logger:          s.log,
+	})
+	if err != nil {
 		return fmt.Errorf("enroll/api: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		s.log.Warn("graceful shutdown incomplete; closing connections", "err", err)
-		_ = srv.Close()
-	}
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		return fmt.Errorf("enroll/api: %w", serr)
-	}
-	s.log.Info("enrolment API stopped")
 	return nil
 }
 
