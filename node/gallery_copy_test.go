@@ -3,116 +3,19 @@ package node
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/loopgate/loopgate/camera/synth"
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/decision"
+	"github.com/loopgate/loopgate/internal/testenv"
 )
 
-// dbProxy forwards a Unix socket to the test database's and can be cut:
-// open connections drop and new ones are refused, as when the database
-// host goes away (the gallery copy's package tests use the same device).
-type dbProxy struct {
-	t      *testing.T
-	target string
-	path   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]bool
-}
-
-func newDBProxy(t *testing.T, dbURL string) (*dbProxy, string) {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	host, port := q.Get("host"), q.Get("port")
-	if !strings.HasPrefix(host, "/") || port == "" {
-		t.Fatalf("proxy needs a Unix-socket database URL, got host %q port %q", host, port)
-	}
-	dir, err := os.MkdirTemp("", "lgproxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &dbProxy{t: t, target: filepath.Join(host, ".s.PGSQL."+port), path: filepath.Join(dir, ".s.PGSQL."+port), conns: map[net.Conn]bool{}}
-	p.restore()
-	t.Cleanup(p.cut)
-	q.Set("host", dir)
-	u.RawQuery = q.Encode()
-	return p, u.String()
-}
-
-func (p *dbProxy) restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		return
-	}
-	os.Remove(p.path)
-	ln, err := net.Listen("unix", p.path)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.ln = ln
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-}
-
-func (p *dbProxy) serve(c net.Conn) {
-	s, err := net.Dial("unix", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil {
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = true, true
-	p.mu.Unlock()
-	go func() { io.Copy(s, c); s.Close(); c.Close() }()
-	io.Copy(c, s)
-	c.Close()
-	s.Close()
-}
-
-func (p *dbProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-// startNode provisions a node (New); the test runs it.
+// provisionNode provisions a node (New); the test runs it.
 func provisionNode(t *testing.T, cfg Config) (*Node, *collector) {
 	t.Helper()
 	col := &collector{}
@@ -145,7 +48,7 @@ func TestNodeDecidesWithoutDatabase(t *testing.T) {
 	scfg := synth.DefaultConfig()
 	scfg.Seed = 7
 	fx := newWalkFixture(t, scfg, 3, 1, 1)
-	px, purl := newDBProxy(t, fx.DBURL)
+	px, purl := testenv.NewDBProxy(t, fx.DBURL)
 	snapshot := filepath.Join(t.TempDir(), "gallery.snapshot")
 	cfg := testConfig(t, fx, true)
 	cfg.Database.URL = purl
@@ -159,7 +62,7 @@ func TestNodeDecidesWithoutDatabase(t *testing.T) {
 		if st := n.GalleryCopy().Status(); st.Source != "database" || st.People != 3 {
 			t.Fatalf("copy at start: %+v", st)
 		}
-		px.cut()
+		px.Cut()
 		if err := n.GalleryCopy().Refresh(context.Background()); err == nil {
 			t.Fatal("refresh succeeded through a cut proxy")
 		}
@@ -211,7 +114,7 @@ func TestNodeDecidesWithoutDatabase(t *testing.T) {
 	})
 
 	// The database is back: a node starts from it again.
-	px.restore()
+	px.Restore()
 	n, _ := provisionNode(t, cfg)
 	if st := n.GalleryCopy().Status(); st.Source != "database" || st.Stale || n.Gallery() == nil {
 		t.Fatalf("copy with the database back: %+v", st)

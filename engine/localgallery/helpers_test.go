@@ -5,11 +5,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"image"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -168,100 +165,4 @@ func centreFace(faces []engine.Face) engine.Face {
 		}
 	}
 	return faces[best]
-}
-
-// proxy forwards a Unix socket to the test database's, and can be cut to
-// simulate the database becoming unreachable (connections drop, new ones
-// are refused) and restored.
-type proxy struct {
-	t      testing.TB
-	target string // the server's socket path
-	path   string // our socket path
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]bool
-}
-
-// newProxy returns a proxy for the database at dbURL and the URL that goes
-// through it.
-func newProxy(t testing.TB, dbURL string) (*proxy, string) {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	host, port := q.Get("host"), q.Get("port")
-	if !strings.HasPrefix(host, "/") || port == "" {
-		t.Fatalf("proxy needs a Unix-socket database URL, got host %q port %q", host, port)
-	}
-	dir, err := os.MkdirTemp("", "lgproxy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &proxy{t: t, target: filepath.Join(host, ".s.PGSQL."+port), path: filepath.Join(dir, ".s.PGSQL."+port), conns: map[net.Conn]bool{}}
-	p.restore()
-	t.Cleanup(p.cut)
-	q.Set("host", dir)
-	u.RawQuery = q.Encode()
-	return p, u.String()
-}
-
-func (p *proxy) restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		return
-	}
-	os.Remove(p.path)
-	ln, err := net.Listen("unix", p.path)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.ln = ln
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.serve(c)
-		}
-	}()
-}
-
-func (p *proxy) serve(c net.Conn) {
-	s, err := net.Dial("unix", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil { // cut meanwhile
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = true, true
-	p.mu.Unlock()
-	go func() { io.Copy(s, c); s.Close(); c.Close() }()
-	io.Copy(c, s)
-	c.Close()
-	s.Close()
-}
-
-// cut drops every connection and refuses new ones: the database is gone.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
 }

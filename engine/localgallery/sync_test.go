@@ -18,6 +18,7 @@ import (
 	"github.com/loopgate/loopgate/engine"
 	"github.com/loopgate/loopgate/engine/gallery"
 	"github.com/loopgate/loopgate/engine/pipeline"
+	"github.com/loopgate/loopgate/internal/testenv"
 )
 
 // The pipeline searches a Copy in place of the SQL gallery.
@@ -303,7 +304,7 @@ func TestOutageKeepsCopyThenGoesStale(t *testing.T) {
 	alice, bob := randomEmbedding(r), randomEmbedding(r)
 	enrol(t, g, "alice", []string{gateA}, testModel, alice)
 	enrol(t, g, "bob", []string{gateA}, testModel, bob)
-	px, purl := newProxy(t, url)
+	px, purl := testenv.NewDBProxy(t, url)
 	reg := prometheus.NewRegistry()
 	const bound = 1500 * time.Millisecond
 	c := openCopy(t, Config{ReadURL: purl, Scope: testScope, RefreshInterval: 50 * time.Millisecond, MaxStaleness: bound,
@@ -316,7 +317,7 @@ func TestOutageKeepsCopyThenGoesStale(t *testing.T) {
 	}
 	fresh := c.FreshAsOf()
 
-	px.cut()
+	px.Cut()
 	// Revoked during the outage: the node cannot know.
 	if err := g.Revoke(ctx, "alice", "revoked during the outage"); err != nil {
 		t.Fatal(err)
@@ -371,7 +372,7 @@ func TestOutageKeepsCopyThenGoesStale(t *testing.T) {
 		t.Fatal("status not stale")
 	}
 
-	px.restore()
+	px.Restore()
 	refresh(t, c)
 	if n := testutil.ToFloat64(c.m.Refreshes.WithLabelValues(RefreshFull)); n != 2 {
 		t.Fatalf("refresh after the outage was not a full load: full = %v", n)
@@ -391,15 +392,15 @@ func TestStartWithoutDatabase(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	alice := randomEmbedding(r)
 	enrol(t, g, "alice", []string{gateA}, testModel, alice)
-	px, purl := newProxy(t, url)
-	px.cut()
+	px, purl := testenv.NewDBProxy(t, url)
+	px.Cut()
 	c := openCopy(t, Config{ReadURL: purl, Scope: testScope, RefreshInterval: 20 * time.Millisecond, StartTimeout: time.Second})
 	_, err := c.NearestPeople(context.Background(), alice, testModel, testScope, 2)
 	var se *StaleError
 	if !errors.As(err, &se) || !se.FreshAsOf.IsZero() {
 		t.Fatalf("no copy: %v", err)
 	}
-	px.restore()
+	px.Restore()
 	// The background loop (backing off while the database was away) loads it.
 	waitFor(t, func() bool { return c.Status().Source == "database" })
 	if m, err := c.NearestPeople(context.Background(), alice, testModel, testScope, 1); err != nil || m[0].ExternalID != "alice" {
@@ -436,8 +437,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 
 	// A node started with the database unreachable starts from the file
 	// and answers exactly as the copy it was saved from.
-	px, purl := newProxy(t, f.url)
-	px.cut()
+	px, purl := testenv.NewDBProxy(t, f.url)
+	px.Cut()
 	b := openCopy(t, Config{ReadURL: purl, Scope: []string{zoneZ, gateA}, SnapshotPath: path, RefreshInterval: time.Hour,
 		MaxStaleness: 2 * time.Hour, StartTimeout: time.Second})
 	if st := b.Status(); st.Source != "snapshot" || st.Stale || !st.FreshAsOf.Equal(a.FreshAsOf()) || st.People != a.Status().People {
