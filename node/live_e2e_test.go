@@ -7,7 +7,6 @@ import (
 	"image/png"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,19 +25,10 @@ import (
 // enrolled walker, then a stranger) with its HTTP side; headless Debian
 // Chromium logs in to /live and must show the camera's annotated frame and
 // the real decisions as they happen: OPEN with the walker's name, then DENY
-// with the reason. A screenshot is saved ($LOOPGATE_ARTIFACTS or a temp
-// dir) and checked to be a 1366x768 PNG.
+// with the reason. A screenshot is saved (testenv.Artifacts) and checked to
+// be a 1366x768 PNG.
 func TestLivePageOnRealPipeline(t *testing.T) {
-	browser := ""
-	for _, p := range []string{os.Getenv("LOOPGATE_CHROMIUM"), "/usr/bin/chromium"} {
-		if path, err := exec.LookPath(p); p != "" && err == nil {
-			browser = path
-			break
-		}
-	}
-	if browser == "" {
-		testenv.Unavailable(t, "chromium not found (deploy/install-deps.sh installs it)")
-	}
+	browser := testenv.Chromium(t)
 	clip := synth.DefaultConfig()
 	clip.Seed = 13
 	clip.GapSeconds = 2 // time for the browser to log in before the first walker
@@ -123,12 +113,7 @@ func TestLivePageOnRealPipeline(t *testing.T) {
 	if !strings.Contains(deny, "DENY") || !strings.Contains(strings.ToLower(deny), "unknown face") {
 		t.Errorf("DENY row lacks DENY or the reason:\n%s", deny)
 	}
-	dir := t.TempDir()
-	if d := os.Getenv("LOOPGATE_ARTIFACTS"); d != "" {
-		dir = d
-		os.MkdirAll(dir, 0o755)
-	}
-	path := filepath.Join(dir, "live-real-pipeline-1366x768.png")
+	path := filepath.Join(testenv.Artifacts(t), "live-real-pipeline-1366x768.png")
 	if err := os.WriteFile(path, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"image/color"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,32 +19,6 @@ import (
 
 	"github.com/loopgate/loopgate/internal/testenv"
 )
-
-// chromiumPath finds the browser: $LOOPGATE_CHROMIUM, else Debian's
-// chromium. Missing, the test is skipped, or fails under CI.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("LOOPGATE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	testenv.Unavailable(t, "chromium not found (apt-get install chromium, or set LOOPGATE_CHROMIUM)")
-	return ""
-}
-
-func artifactsDir(t *testing.T) string {
-	if d := os.Getenv("LOOPGATE_ARTIFACTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	return t.TempDir()
-}
 
 // annotatedFrame builds what the pipeline publishes: a 640x480 camera frame
 // holding a real LFW photo, with the face box and label drawn by OpenCV,
@@ -76,7 +49,7 @@ func annotatedFrame(t *testing.T, photo, label string, boxColor color.RGBA) []by
 }
 
 func TestLivePageInChromium(t *testing.T) {
-	browser := chromiumPath(t)
+	browser := testenv.Chromium(t)
 	lfw := filepath.Join(testenv.SharedDir(t), "datasets", "lfw", "images")
 	green, red := color.RGBA{G: 200, A: 255}, color.RGBA{R: 220, G: 40, B: 40, A: 255}
 	frameA := annotatedFrame(t, filepath.Join(lfw, "George_W_Bush", "George_W_Bush_0001.jpg"), "#17 George W Bush 0.38", green)
@@ -252,7 +225,7 @@ func TestLivePageInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(artifactsDir(t), "live-1366x768.png")
+	path := filepath.Join(testenv.Artifacts(t), "live-1366x768.png")
 	if err := os.WriteFile(path, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}

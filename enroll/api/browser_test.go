@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -51,38 +50,6 @@ const (
 	browserSmallPhoto = "datasets/lfw/images/Colin_Powell/Colin_Powell_0001.jpg"
 	webcamW, webcamH  = 640, 480
 )
-
-// browserChromium finds the browser: $LOOPGATE_CHROMIUM, else Debian's
-// chromium. Missing, the test is skipped, or fails under CI.
-func browserChromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{os.Getenv("LOOPGATE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	testenv.Unavailable(t, "chromium not found (deploy/install-deps.sh installs it, or set LOOPGATE_CHROMIUM)")
-	return ""
-}
-
-// browserArtifacts is where screenshots go: $LOOPGATE_TEST_ARTIFACTS (or
-// $LOOPGATE_ARTIFACTS, as the gate node's browser tests use), else a
-// temporary directory.
-func browserArtifacts(t *testing.T) string {
-	t.Helper()
-	for _, env := range []string{"LOOPGATE_TEST_ARTIFACTS", "LOOPGATE_ARTIFACTS"} {
-		if d := os.Getenv(env); d != "" {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			return d
-		}
-	}
-	return t.TempDir()
-}
 
 // browserLog sends the server's log lines to the test log.
 type browserLog struct{ t *testing.T }
@@ -249,7 +216,7 @@ type browserSession struct {
 func openBrowser(t *testing.T, webcamClip, artifacts string) *browserSession {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browserChromium(t)),
+		chromedp.ExecPath(testenv.Chromium(t)),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
@@ -455,9 +422,9 @@ func (b *browserSession) text(id string) string {
 // a webcam that shows no face, the capture is refused with the no_face
 // reason and nothing is stored.
 func TestBrowserEnrolmentWithFakeWebcam(t *testing.T) {
-	browserChromium(t) // before the slow set-up
+	testenv.Chromium(t) // before the slow set-up
 	stack := startBrowserStack(t)
-	artifacts := browserArtifacts(t)
+	artifacts := testenv.Artifacts(t)
 	t.Logf("screenshots go to %s", artifacts)
 	clips := t.TempDir()
 	faceClip, sceneClip := filepath.Join(clips, "face-640x480.y4m"), filepath.Join(clips, "no-face-640x480.y4m")
