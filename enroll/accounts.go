@@ -212,7 +212,7 @@ func (a *Accounts) Authenticate(ctx context.Context, username, password string) 
 	return acc, nil
 }
 
-// ListUsers lists the accounts.
+// ListUsers lists the accounts (never a nil slice).
 func (a *Accounts) ListUsers(ctx context.Context) ([]Account, error) {
 	rows, err := a.pool.Query(ctx, `SELECT id, username, role, created_at, disabled_at FROM accounts ORDER BY username`)
 	if err != nil {
@@ -338,7 +338,7 @@ func (a *Accounts) RevokeToken(ctx context.Context, by Actor, id int64) error {
 	})
 }
 
-// ListTokens lists tokens (never their secrets).
+// ListTokens lists tokens, never their secrets (never a nil slice).
 func (a *Accounts) ListTokens(ctx context.Context) ([]APIToken, error) {
 	rows, err := a.pool.Query(ctx, `SELECT id, name, role, created_by, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY id`)
 	if err != nil {

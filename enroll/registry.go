@@ -511,7 +511,8 @@ func (r *Registry) Get(ctx context.Context, externalID string) (Person, error) {
 	return getPerson(ctx, r.pool, externalID, false)
 }
 
-// List pages through registrations in external-id order.
+// List pages through registrations in external-id order. Page.People is
+// never nil (an empty page is an empty JSON list).
 func (r *Registry) List(ctx context.Context, q ListQuery) (Page, error) {
 	switch {
 	case q.Limit == 0:
@@ -1033,7 +1034,8 @@ func (r *Registry) Delete(ctx context.Context, a Actor, externalID, reason strin
 	})
 }
 
-// Templates lists a person's templates without their embeddings.
+// Templates lists a person's templates without their embeddings (never a
+// nil slice).
 func (r *Registry) Templates(ctx context.Context, externalID string) ([]TemplateInfo, error) {
 	p, err := r.Get(ctx, externalID)
 	if err != nil {
@@ -1091,7 +1093,7 @@ type AuditQuery struct {
 	Before int64
 }
 
-// AuditLog reads the enrolment audit.
+// AuditLog reads the enrolment audit (never a nil slice).
 func (r *Registry) AuditLog(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 	switch {
 	case q.Limit == 0:

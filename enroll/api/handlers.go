@@ -279,9 +279,6 @@ func (s *Server) handleListPeople(w http.ResponseWriter, r *http.Request, p prin
 	for i := range page.People {
 		page.People[i] = normalisePerson(page.People[i])
 	}
-	if page.People == nil {
-		page.People = []enroll.Person{}
-	}
 	s.reply(w, http.StatusOK, page)
 }
 
@@ -529,9 +526,6 @@ func (s *Server) handleListTemplates(w http.ResponseWriter, r *http.Request, p p
 		s.fail(w, r, domainError(err))
 		return
 	}
-	if ts == nil {
-		ts = []enroll.TemplateInfo{}
-	}
 	s.reply(w, http.StatusOK, map[string]any{"templates": ts})
 }
 
@@ -585,9 +579,6 @@ func (s *Server) handleListAccounts(w http.ResponseWriter, r *http.Request, p pr
 	if err != nil {
 		s.fail(w, r, domainError(err))
 		return
-	}
-	if accs == nil {
-		accs = []enroll.Account{}
 	}
 	s.reply(w, http.StatusOK, map[string]any{"accounts": accs})
 }
@@ -645,9 +636,6 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request, p prin
 	if err != nil {
 		s.fail(w, r, domainError(err))
 		return
-	}
-	if ts == nil {
-		ts = []enroll.APIToken{}
 	}
 	s.reply(w, http.StatusOK, map[string]any{"tokens": ts})
 }
@@ -730,9 +718,6 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, p principal
 		return
 	}
 	page := auditPage{Entries: entries}
-	if page.Entries == nil {
-		page.Entries = []enroll.AuditEntry{}
-	}
 	if n := len(page.Entries); n > 0 {
 		page.NextBefore = page.Entries[n-1].ID
 	}
