@@ -228,19 +228,7 @@ func (p *pump) send(e decision.Event) {
 func (p *pump) shutdown(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		p.q.close()
-		select {
-		case <-p.done:
-		case <-ctx.Done():
-			p.cancel()
-			select {
-			case <-p.done:
-			case <-time.After(stuckGrace):
-				// The delivery ignores cancellation (a write into a
-				// stalled pipe): leave it behind rather than hang Close.
-				p.stuck = true
-			}
-		}
-		p.cancel()
+		p.stuck = awaitWorker(ctx, p.done, p.cancel)
 		var left []decision.Event
 		if !p.stuck {
 			left = p.abandoned
@@ -270,6 +258,26 @@ func (p *pump) shutdown(ctx context.Context) error {
 		}
 	})
 	return p.closeErr
+}
+
+// awaitWorker waits for a sink's worker to finish (done) until ctx ends,
+// then cancels it and gives it stuckGrace more. It reports stuck when the
+// worker ignored the cancellation (a write into a stalled pipe): the caller
+// leaves it behind rather than hang Close. cancel has run on return.
+func awaitWorker(ctx context.Context, done <-chan struct{}, cancel context.CancelFunc) (stuck bool) {
+	defer cancel()
+	select {
+	case <-done:
+		return false
+	case <-ctx.Done():
+	}
+	cancel()
+	select {
+	case <-done:
+		return false
+	case <-time.After(stuckGrace):
+		return true
+	}
 }
 
 func (p *pump) close() error {

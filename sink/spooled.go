@@ -284,18 +284,7 @@ func (p *spooledPump) shutdown(ctx context.Context) error {
 		p.closed = true
 		p.sendMu.Unlock()
 		close(p.closing)
-		stuck := false
-		select {
-		case <-p.done:
-		case <-ctx.Done():
-			p.cancel()
-			select {
-			case <-p.done:
-			case <-time.After(stuckGrace):
-				stuck = true
-			}
-		}
-		p.cancel()
+		stuck := awaitWorker(ctx, p.done, p.cancel)
 		var errs []error
 		var left []decision.Event
 		if stuck {
