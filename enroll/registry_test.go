@@ -12,9 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/loopgate/loopgate/engine/facerec"
 	"github.com/loopgate/loopgate/engine/gallery"
-	"github.com/loopgate/loopgate/engine/still"
 	"github.com/loopgate/loopgate/enroll"
 	"github.com/loopgate/loopgate/internal/testenv"
 )
@@ -32,26 +30,12 @@ type registryStack struct {
 
 func newRegistry(t *testing.T, vault *enroll.PhotoVault) *registryStack {
 	t.Helper()
-	rec, err := facerec.New(facerec.Config{ModelDir: testenv.ModelDir(t)})
+	st := newStack(t)
+	reg, err := enroll.NewRegistry(enroll.RegistryConfig{Pool: st.g.Pool(), Checker: &enroll.Service{Stills: st.svc.Stills, Model: st.svc.Model}, Vault: vault})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rec.Close() })
-	g, _, err := gallery.Open(context.Background(), testenv.DatabaseURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	stills, err := still.New(still.Config{ModelDir: testenv.ModelDir(t)}, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stills.Close() })
-	reg, err := enroll.NewRegistry(enroll.RegistryConfig{Pool: g.Pool(), Checker: &enroll.Service{Stills: stills, Model: rec.ModelTag()}, Vault: vault})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &registryStack{pool: g.Pool(), reg: reg, acc: enroll.NewAccounts(g.Pool())}
+	return &registryStack{pool: st.g.Pool(), reg: reg, acc: enroll.NewAccounts(st.g.Pool())}
 }
 
 // goodPhotos returns the first n photos of an LFW person that pass the
