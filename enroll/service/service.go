@@ -170,9 +170,10 @@ func New(ctx context.Context, cfg Config, opts Options) (s *Service, err error) 
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	s = &Service{cfg: cfg, log: opts.Logger}
+	built := s // `return nil, err` clears s before the deferred call runs
 	defer func() {
 		if err != nil {
-			s.Close()
+			built.Close()
 		}
 	}()
 	if *cfg.Database.Migrate {

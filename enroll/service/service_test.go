@@ -86,3 +86,17 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Fatalf("url_file: %+v %v", cfg.Database, err)
 	}
 }
+
+// A service that cannot be provisioned returns the error (and frees what
+// it built) instead of panicking in its clean-up.
+func TestNewFailsCleanly(t *testing.T) {
+	t.Setenv("LOOPGATE_DATABASE_URL", testenv.DatabaseURL(t))
+	t.Setenv("LOOPGATE_MODEL_DIR", t.TempDir()) // no models in it
+	cfg, err := service.Load(filepath.Join(testenv.Root(t), "deploy/enrolment.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := service.New(context.Background(), cfg, service.Options{}); err == nil || s != nil {
+		t.Fatalf("New without models: %v, %v", s, err)
+	}
+}
