@@ -26,8 +26,9 @@
 // # Keeping it current
 //
 // Open loads everything in one REPEATABLE READ snapshot. Then, every
-// RefreshInterval (100 ms by default: a revocation reaches a node reading a replica within about that, plus replay lag) and at once on a NOTIFY, it reads the
-// change feed (table gallery_changes, filled by triggers: migration 0004)
+// RefreshInterval (100 ms by default: a revocation reaches a node reading a
+// replica within about that, plus replay lag) and at once on a NOTIFY, it
+// reads the change feed (table gallery_changes, filled by triggers: migration 0004)
 // and reloads only the people named there. NOTIFY is not delivered on a hot
 // standby, so on a replica the poll alone carries changes; on a primary a
 // LISTEN connection wakes the poll as soon as a change commits.
