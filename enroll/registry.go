@@ -946,8 +946,10 @@ func (r *Registry) Update(ctx context.Context, a Actor, externalID string, patch
 			if _, err := tx.Exec(ctx, `INSERT INTO person_gates (person_id, gate) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, p.id, gates); err != nil {
 				return fmt.Errorf("enroll: update gates: %w", err)
 			}
-			if _, err := tx.Exec(ctx, `UPDATE people SET updated_at = now() WHERE id = $1`, p.id); err != nil {
-				return err
+			if len(sets) == 0 { // otherwise the UPDATE above already set updated_at
+				if _, err := tx.Exec(ctx, `UPDATE people SET updated_at = now() WHERE id = $1`, p.id); err != nil {
+					return err
+				}
 			}
 		}
 		if err := audit(ctx, tx, a, "person.updated", externalID, p.id, detail); err != nil {
