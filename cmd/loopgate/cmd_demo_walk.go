@@ -286,7 +286,7 @@ func (p *demoPrinter) summary(n *node.Node, stats *stageStats) {
 
 var stageUnit = map[string]string{
 	pipeline.StageDecode: " (per frame)", pipeline.StageDetect: " (YuNet, per frame)", pipeline.StageQuality: " (per face)",
-	pipeline.StageEmbed: " (crop+go-face, per face)", pipeline.StageSearch: " (gallery copy in memory, per query)", pipeline.StageFrame: " (whole frame)",
+	pipeline.StageEmbed: " (crop+go-face, per face)", pipeline.StageSearch: " (in-memory copy, per query)", pipeline.StageFrame: " (whole frame)",
 }
 
 func printQuantiles(name string, ds []time.Duration) {
